@@ -1,0 +1,169 @@
+"""Backbone cost: TwinBrain vs a single brain, and joint-attention backends. Ratios measured in one run.
+
+    python benchmarks/bench_backbone.py [--json OUT.json] [--repeats 5]
+
+1. Training step (forward + backward + AdamW step) and peak memory of the dual-brain backbone against a single
+   brain (the same VLM as the Right Brain alone, stock attention, no Left) on the same batch. Peak memory is the
+   process's peak RSS growth over the step, each variant measured in its own subprocess.
+2. Joint attention, eager reference vs sdpa, forward + backward at several sequence lengths (L_l = L_r = L/2),
+   with 3B-like heads (16 query heads, 2 key/value heads, head dim 128).
+Median of ``--repeats`` timed runs after one warm-up. This is a benchmark, not a test: no thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+MODEL = dict(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=2)
+BATCH = 4
+IMAGE = 112
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() // 1024
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _step_worker(variant: str, vlm_path: str, repeats: int) -> dict:
+    """Runs in a fresh process: one variant's training-step time and peak RSS growth."""
+    from PIL import Image
+
+    from starvla_twinbrain.config import BackboneConfig
+    from starvla_twinbrain.model.dual_brain import DualBrainBackbone
+
+    torch.manual_seed(0)
+    backbone = DualBrainBackbone(BackboneConfig(base_vlm=vlm_path, attn_implementation="sdpa", state_dim=7))
+    g = torch.Generator().manual_seed(0)
+    images = [[Image.fromarray(torch.randint(0, 256, (IMAGE, IMAGE, 3), generator=g, dtype=torch.uint8).numpy())]
+              for _ in range(BATCH)]
+    langs = [f"pick up the object number {i} and place it in the basket" for i in range(BATCH)]
+    inputs = backbone.prepare(images, langs, ["widowx"] * BATCH, [[0.1] * 7] * BATCH)
+    if variant == "single":
+        model = backbone.right_brain  # same weights and prompt, stock attention, no Left
+        model.config.text_config._attn_implementation = "sdpa"
+        del backbone.left_brain
+
+        def forward():
+            return model(**inputs.right.tensors, use_cache=False).last_hidden_state
+    else:
+        model = backbone
+
+        def forward():
+            return model(inputs).hidden_states
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        loss = forward().float().square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # optimizer state exists from here on, as in training
+    before = _rss_kb()
+    seconds = _median_time(step, repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        model.eval()
+        infer = _median_time(forward, repeats)
+    return {"step_s": seconds, "infer_s": infer, "peak_growth_mb": max(peak - before, 0) / 1024,
+            "tokens": {"left": int(inputs.left.input_ids.shape[1]), "right": int(inputs.right.input_ids.shape[1])}}
+
+
+def _run_variant(variant: str, vlm_path: str, repeats: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", variant, "--vlm", vlm_path, "--repeats", str(repeats)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_attention(lengths, repeats: int) -> list[dict]:
+    from starvla_twinbrain.model.asymot_attention import joint_attention_eager, joint_attention_sdpa
+    from starvla_twinbrain.model.asymot_masks import joint_attention_mask
+
+    rows = []
+    n_q, n_kv, d = 16, 2, 128
+    for length in lengths:
+        l_l = l_r = length // 2
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(1, n_q, l_r, d, generator=g, requires_grad=True)
+        k_l, v_l = (torch.randn(1, n_kv, l_l, d, generator=g) for _ in range(2))
+        k_r, v_r = (torch.randn(1, n_kv, l_r, d, generator=g, requires_grad=True) for _ in range(2))
+        left_valid = torch.ones(1, l_l, dtype=torch.bool)
+        left_valid[:, : l_l // 8] = False  # some padding
+        right_valid = torch.ones(1, l_r, dtype=torch.bool)
+        times = {}
+        for name, kernel in (("eager", joint_attention_eager), ("sdpa", joint_attention_sdpa)):
+            def run():
+                mask = joint_attention_mask(left_valid, right_valid)  # built once per forward, as in the model
+                out = kernel(q, k_l, v_l, k_r, v_r, mask, d ** -0.5)
+                out = out[0] if isinstance(out, tuple) else out
+                out.sum().backward()
+            times[name] = _median_time(run, repeats)
+        rows.append({"tokens": length, "eager_s": times["eager"], "sdpa_s": times["sdpa"],
+                     "speedup": times["eager"] / times["sdpa"]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", choices=["single", "twin"], help=argparse.SUPPRESS)
+    parser.add_argument("--vlm", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_step_worker(args.worker, args.vlm, args.repeats)))
+        return
+
+    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
+
+    torch.set_num_threads(torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as tmp:
+        vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL))
+        single = _run_variant("single", vlm, args.repeats)
+        twin = _run_variant("twin", vlm, args.repeats)
+    attention = bench_attention(args.lengths, args.repeats)
+
+    print(f"\nBackbone: Qwen2.5-VL-like, hidden {MODEL['hidden_size']}, {MODEL['num_layers']} layers, batch {BATCH}, "
+          f"{IMAGE}x{IMAGE} image, tokens Left {twin['tokens']['left']} / Right {twin['tokens']['right']}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'':28}{'single':>10}{'twin':>10}{'ratio':>8}")
+    for key, label, scale, unit in (("step_s", "train step (fwd+bwd+AdamW)", 1e3, "ms"),
+                                    ("infer_s", "inference forward", 1e3, "ms"),
+                                    ("peak_growth_mb", "peak RSS growth", 1, "MB")):
+        ratio = twin[key] / single[key] if single[key] else float("nan")
+        print(f"{label + ' ' + unit:28}{single[key] * scale:10.1f}{twin[key] * scale:10.1f}{ratio:8.2f}")
+    print("\nJoint attention fwd+bwd (16 q heads, 2 kv heads, d 128):")
+    print(f"{'tokens':>8}{'eager ms':>10}{'sdpa ms':>10}{'speedup':>9}")
+    for row in attention:
+        print(f"{row['tokens']:8d}{row['eager_s'] * 1e3:10.1f}{row['sdpa_s'] * 1e3:10.1f}{row['speedup']:9.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": MODEL, "batch": BATCH, "single": single, "twin": twin,
+                                         "attention": attention}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

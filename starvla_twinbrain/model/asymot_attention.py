@@ -1,0 +1,282 @@
+"""AsyMoT joint attention (paper eqs. 4-7), plugged into transformers through its attention interface.
+
+No decoder code is copied. Each brain keeps the stock Qwen decoder layers; only the function that the stock
+attention module looks up by ``config._attn_implementation`` changes, and only on the text config:
+
+* ``asymot_left_<backend>``: the stock ``<backend>`` function, which also records the layer's K/V (after RoPE and
+  Qwen3's q/k norm, before grouped-query repetition) into the :class:`AsyMoTContext` of the current forward.
+  Without a context it is exactly the stock function, so the Left Brain stays a plain VLM (chat, ``generate``).
+* ``asymot_right_<backend>``: the Right queries attend over ``[sg(K_L); K_R]`` and ``[sg(V_L); V_R]`` with one
+  softmax and the mask of :mod:`.asymot_masks`. Without a context it is the stock function (Right Brain alone).
+
+The context travels as the ``asymot_context`` keyword, which transformers forwards from the model call down to
+every attention call. It is explicit (no global state), and gradient-checkpoint recomputation sees the same
+context as the first pass.
+
+Shapes: B batch, L_l / L_r Left / Right tokens, n_q / n_kv query / key-value heads, d head dim.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .asymot_masks import VarlenIndex, joint_attention_mask, varlen_index
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["eager", "sdpa", "flash_attention_2"]
+BACKENDS: tuple[str, ...] = ("eager", "sdpa", "flash_attention_2")
+CONTEXT_KWARG = "asymot_context"
+
+# A varlen kernel with flash-attn's signature:
+# kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=, softmax_scale=, causal=)
+VarlenKernel = Callable[..., torch.Tensor]
+
+
+class AsyMoTContext:
+    """State of one twin-brain forward: the Left's per-layer K/V and the joint masks, built once.
+
+    Args:
+        left_valid: ``bool[B, L_l]``, True for real Left tokens.
+        right_valid: ``bool[B, L_r]``, True for real Right tokens.
+        backend: the joint-attention backend of the Right pass.
+    """
+
+    def __init__(self, left_valid: torch.Tensor, right_valid: torch.Tensor, backend: Backend):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown AsyMoT backend {backend!r}: expected one of {' | '.join(BACKENDS)}")
+        self.left_valid = left_valid.bool()
+        self.right_valid = right_valid.bool()
+        self.backend = backend
+        self.left_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._mask: torch.Tensor | None = None
+        self._varlen: VarlenIndex | None = None
+
+    def record(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.left_kv[layer_idx] = (key.detach(), value.detach())
+
+    def left_kv_for(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return self.left_kv[layer_idx]
+        except KeyError:
+            raise RuntimeError(
+                f"AsyMoT: no Left keys/values recorded for text layer {layer_idx}; the Left Brain must run first, "
+                f"with the same {CONTEXT_KWARG}, and have as many layers as the Right Brain"
+            ) from None
+
+    @property
+    def joint_mask(self) -> torch.Tensor:
+        """``bool[B, 1, L_r, L_l + L_r]``, True = may attend; shared by all layers."""
+        if self._mask is None:
+            self._mask = joint_attention_mask(self.left_valid, self.right_valid)
+        return self._mask
+
+    @property
+    def varlen(self) -> VarlenIndex:
+        if self._varlen is None:
+            self._varlen = varlen_index(self.left_valid, self.right_valid)
+        return self._varlen
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Joint attention kernels. Inputs: q [B, n_q, L_r, d]; k_l, v_l [B, n_kv, L_l, d]; k_r, v_r [B, n_kv, L_r, d].
+# Output: [B, L_r, n_q, d] (the layout transformers' attention functions return).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    b, n_kv, length, d = x.shape
+    return x[:, :, None].expand(b, n_kv, n_rep, length, d).reshape(b, n_kv * n_rep, length, d)
+
+
+def joint_attention_eager(
+    query: torch.Tensor,
+    key_left: torch.Tensor,
+    value_left: torch.Tensor,
+    key_right: torch.Tensor,
+    value_right: torch.Tensor,
+    mask: torch.Tensor,
+    scaling: float,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: explicit scores, one softmax (in fp32) over ``[K_L; K_R]``. Returns (output, probabilities)."""
+    n_rep = query.shape[1] // key_right.shape[1]
+    key = _repeat_kv(torch.cat([key_left, key_right], dim=2), n_rep)
+    value = _repeat_kv(torch.cat([value_left, value_right], dim=2), n_rep)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = F.dropout(probs, p=dropout, training=dropout > 0)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
+def joint_attention_sdpa(
+    query: torch.Tensor,
+    key_left: torch.Tensor,
+    value_left: torch.Tensor,
+    key_right: torch.Tensor,
+    value_right: torch.Tensor,
+    mask: torch.Tensor,
+    scaling: float,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention`` with the boolean joint mask (no float mask)."""
+    # Like transformers' sdpa wrapper: with an explicit mask, GQA via repeat keeps the fused kernels eligible.
+    n_rep = query.shape[1] // key_right.shape[1]
+    key = _repeat_kv(torch.cat([key_left, key_right], dim=2), n_rep)
+    value = _repeat_kv(torch.cat([value_left, value_right], dim=2), n_rep)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2).contiguous()
+
+
+def joint_attention_varlen(
+    query: torch.Tensor,
+    key_left: torch.Tensor,
+    value_left: torch.Tensor,
+    key_right: torch.Tensor,
+    value_right: torch.Tensor,
+    index: VarlenIndex,
+    scaling: float,
+    dropout: float = 0.0,
+    kernel: VarlenKernel | None = None,
+) -> torch.Tensor:
+    """Packed valid tokens through a varlen kernel with bottom-right causal alignment (flash-attn >= 2.1).
+
+    Per sample the keys are ``[valid Left; valid Right]`` and the queries the valid Right tokens, so bottom-right
+    causality lets Right query ``i`` see every valid Left key and the valid Right keys up to ``i``. GQA is left to
+    the kernel. Padding query rows come back as zeros.
+    """
+    kernel = kernel or _flash_varlen_kernel()
+    batch, n_q, l_right, head_dim = query.shape
+    n_kv = key_right.shape[1]
+    q = query.transpose(1, 2).reshape(batch * l_right, n_q, head_dim).index_select(0, index.query_index)
+    k = torch.cat([key_left, key_right], dim=2).transpose(1, 2).reshape(-1, n_kv, head_dim)
+    v = torch.cat([value_left, value_right], dim=2).transpose(1, 2).reshape(-1, n_kv, head_dim)
+    k, v = k.index_select(0, index.key_index), v.index_select(0, index.key_index)
+    out = kernel(
+        q, k, v, index.cu_seqlens_q, index.cu_seqlens_k, index.max_seqlen_q, index.max_seqlen_k,
+        dropout_p=dropout, softmax_scale=scaling, causal=True,
+    )
+    full = out.new_zeros(batch * l_right, n_q, head_dim).index_copy(0, index.query_index, out)
+    return full.view(batch, l_right, n_q, head_dim)
+
+
+def flash_attn_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _flash_varlen_kernel() -> VarlenKernel:
+    from flash_attn import flash_attn_varlen_func
+
+    return flash_attn_varlen_func
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The functions registered with transformers.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def stock_attention_function(backend: Backend, module: torch.nn.Module) -> Callable:
+    """The function the unpatched model would call for ``backend`` (eager lives in each modeling file)."""
+    if backend == "eager":
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[backend]
+
+
+def _left_attention(backend: Backend) -> Callable:
+    def left_attention(module, query, key, value, attention_mask, **kwargs):
+        context: AsyMoTContext | None = kwargs.pop(CONTEXT_KWARG, None)
+        if context is not None:
+            context.record(module.layer_idx, key, value)
+        return stock_attention_function(backend, module)(module, query, key, value, attention_mask, **kwargs)
+
+    left_attention.__name__ = f"asymot_left_{backend}"
+    return left_attention
+
+
+def _right_attention(backend: Backend) -> Callable:
+    def right_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        context: AsyMoTContext | None = kwargs.pop(CONTEXT_KWARG, None)
+        if context is None:  # the Right Brain on its own: plain causal self-attention
+            return stock_attention_function(backend, module)(
+                module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+            )
+        scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+        key_left, value_left = context.left_kv_for(module.layer_idx)
+        key_left, value_left = key_left.to(key.dtype), value_left.to(value.dtype)
+        if context.backend == "eager":
+            return joint_attention_eager(
+                query, key_left, value_left, key, value, context.joint_mask, scaling, dropout
+            )
+        if context.backend == "sdpa":
+            out = joint_attention_sdpa(query, key_left, value_left, key, value, context.joint_mask, scaling, dropout)
+        else:
+            out = joint_attention_varlen(query, key_left, value_left, key, value, context.varlen, scaling, dropout)
+        return out, None
+
+    right_attention.__name__ = f"asymot_right_{backend}"
+    return right_attention
+
+
+def left_implementation(backend: Backend) -> str:
+    return f"asymot_left_{backend}"
+
+
+def right_implementation(backend: Backend) -> str:
+    return f"asymot_right_{backend}"
+
+
+def register_asymot_attention() -> None:
+    """Register the Left/Right functions and their mask builders (the stock ones) for every backend. Idempotent."""
+    for backend in BACKENDS:
+        mask_builder = ALL_MASK_ATTENTION_FUNCTIONS[backend]
+        for name, make in ((left_implementation(backend), _left_attention), (right_implementation(backend), _right_attention)):
+            if name not in ALL_ATTENTION_FUNCTIONS:
+                AttentionInterface.register(name, make(backend))
+            # Without a registered mask builder transformers passes attention_mask=None to the function.
+            AttentionMaskInterface.register(name, mask_builder)
+
+
+def resolve_backend(requested: str | None, device: torch.device | str, dtype: torch.dtype | None = None) -> Backend:
+    """Pick the joint-attention backend; a requested but unusable flash-attn falls back to sdpa with one warning.
+
+    ``None`` means the default: flash_attention_2 on a GPU where flash-attn is installed, else sdpa.
+    """
+    if requested is not None and requested not in BACKENDS:
+        raise ValueError(
+            f"framework.qwenvl.attn_implementation={requested!r}: expected one of {' | '.join(BACKENDS)}"
+        )
+    device = torch.device(device)
+    flash_ok = flash_attn_available() and device.type == "cuda"
+    if requested is None:
+        return "flash_attention_2" if flash_ok and dtype in (torch.float16, torch.bfloat16) else "sdpa"
+    if requested == "flash_attention_2":
+        reason = None
+        if not flash_ok:
+            reason = "flash-attn is not installed or no CUDA device is in use"
+        elif dtype not in (None, torch.float16, torch.bfloat16):
+            reason = f"flash-attn needs fp16/bf16 weights, got {dtype}"
+        if reason:
+            message = f"framework.qwenvl.attn_implementation='flash_attention_2' unavailable ({reason}); using 'sdpa'"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            logger.warning(message)
+            return "sdpa"
+    return requested  # type: ignore[return-value]
+
+
+register_asymot_attention()

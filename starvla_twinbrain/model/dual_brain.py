@@ -1,0 +1,194 @@
+"""The dual-brain backbone: a frozen Left Brain and a trainable Right Brain joined by AsyMoT attention.
+
+::
+
+    images + instruction ──► Left prompt ──► Left Brain (frozen, no_grad) ─┐ K_L, V_L per layer (detached)
+                       │                                                   ▼
+                       └──► Right prompt ─► Right Brain ◄── [state tokens] [action queries]
+                                              │  Q_R over [sg(K_L); K_R], [sg(V_L); V_R]
+                                              ▼
+                             final hidden states [B, L, H] + mask ──► action head (cross-attention)
+
+Shapes: B batch, L_l / L_r Left / Right tokens (L_r includes appended slots), H text hidden size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import BackboneConfig
+from .asymot_attention import AsyMoTContext, left_implementation, resolve_backend, right_implementation
+from .processing import family_of, load_processor
+from .prompts import BrainInputs, PromptBuilder, to_pil
+from .qwen_compat import load_vlm, set_text_attention, text_hidden_size, vlm_core
+from .state_encoder import StateEncoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TwinBrainInputs:
+    """A tokenised batch for both brains. ``state``: ``[B, state_dim]`` (zeros where ``state_valid`` is False)."""
+
+    left: BrainInputs
+    right: BrainInputs
+    state: torch.Tensor | None = None
+    state_valid: torch.Tensor | None = None  # bool[B]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "TwinBrainInputs":
+        move = (lambda t: None if t is None else t.to(device))
+        return TwinBrainInputs(self.left.to(device, dtype), self.right.to(device, dtype), move(self.state), move(self.state_valid))
+
+
+@dataclass
+class BackboneOutput:
+    hidden_states: torch.Tensor  # [B, L, H]: the Right Brain's final hidden states (after the final norm)
+    attention_mask: torch.Tensor  # bool[B, L]: True = a real token the action head may attend to
+
+
+class DualBrainBackbone(nn.Module):
+    """Two copies of one Qwen-VL: ``left_brain`` (frozen generalist) and ``right_brain`` (trainable, sees state).
+
+    Attribute paths are API (starVLA's ``trainer.learning_rate.<path>`` / ``trainer.freeze_modules``):
+    ``left_brain`` (a full ``*ForConditionalGeneration``, usable for chat), ``right_brain`` (the ``Qwen*VLModel``
+    without LM head: ``right_brain.visual``, ``right_brain.language_model``), ``state_encoder``, ``action_queries``.
+    """
+
+    def __init__(self, config: BackboneConfig, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.config = config
+        self.family = family_of(config.base_vlm)
+        self.backend = resolve_backend(config.attn_implementation, device, dtype)
+        self.processor = load_processor(config.base_vlm)
+        self.prompt_builder = PromptBuilder(self.processor, config.prompts)
+
+        left = load_vlm(config.base_vlm, self.family, self.backend, dtype)
+        right = load_vlm(config.base_vlm, self.family, self.backend, dtype)
+        set_text_attention(left, left_implementation(self.backend))
+        set_text_attention(right, right_implementation(self.backend))
+        left.requires_grad_(False)
+        self.left_brain = left.eval()
+        self.right_brain = vlm_core(right)  # the Right never produces text: its LM head is dropped
+        if config.freeze_right_vision:
+            self.right_brain.visual.requires_grad_(False)
+
+        self.hidden_size = text_hidden_size(left)
+        self.state_encoder = (
+            StateEncoder(config.state_dim, self.hidden_size, config.num_state_tokens, config.state_hidden_dim)
+            if config.state_dim is not None
+            else None
+        )
+        self.action_queries = (
+            nn.Parameter(torch.randn(config.num_action_queries, self.hidden_size, dtype=dtype) * 0.02)
+            if config.condition == "action_queries"
+            else None
+        )
+        self._slot_token_id = self.processor.tokenizer.pad_token_id
+        if self._slot_token_id is None:
+            raise ValueError(f"framework.qwenvl.base_vlm={config.base_vlm!r}: the tokenizer has no pad token")
+        logger.info("TwinBrain backbone: %s from %s, joint attention backend %s", self.family, config.base_vlm, self.backend)
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> "DualBrainBackbone":
+        super().train(mode)
+        self.left_brain.eval()  # the Left is frozen: no dropout, ever
+        return self
+
+    @property
+    def num_extra_slots(self) -> int:
+        n_state = self.config.num_state_tokens if self.state_encoder is not None else 0
+        n_query = self.config.num_action_queries if self.action_queries is not None else 0
+        return n_state + n_query
+
+    # ------------------------------------------------------------------ inputs
+    def prepare(
+        self,
+        images: Sequence[Sequence],
+        instructions: Sequence[str],
+        robot_types: Sequence[str | None] | None = None,
+        states: Sequence | torch.Tensor | None = None,
+    ) -> TwinBrainInputs:
+        """Tokenise raw samples for both brains and append the Right's state / action-query slots.
+
+        ``states[b]``: ``[state_dim]`` or ``[1, state_dim]`` array/tensor, or None for a sample without state
+        (that sample gets no state token: its slot is masked, never a zero vector pretending to be a state).
+        """
+        left, right = self.prompt_builder(images, instructions, robot_types)
+        batch = left.input_ids.shape[0]
+        state, state_valid = self._collect_states(states, batch)
+        if self.state_encoder is not None:
+            right = right.append_slots(self.config.num_state_tokens, self._slot_token_id, state_valid)
+        if self.action_queries is not None:
+            right = right.append_slots(self.config.num_action_queries, self._slot_token_id, torch.ones(batch, dtype=torch.bool))
+        return TwinBrainInputs(left, right, state, state_valid)
+
+    def _collect_states(self, states, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.state_encoder is None:
+            if states is not None and any(s is not None for s in states):
+                raise ValueError(
+                    "examples carry 'state' but framework.action_model.state_dim is not set: "
+                    "set it to the state size (or datasets.vla_data.include_state: false)"
+                )
+            return None, None
+        if states is None:
+            states = [None] * batch
+        if len(states) != batch:
+            raise ValueError(f"got {len(states)} states for a batch of {batch}")
+        dim = self.config.state_dim
+        out = torch.zeros(batch, dim, dtype=torch.float32)
+        valid = torch.zeros(batch, dtype=torch.bool)
+        for b, s in enumerate(states):
+            if s is None:
+                continue
+            s = torch.as_tensor(np.asarray(s, dtype=np.float32) if not isinstance(s, torch.Tensor) else s).float()
+            if s.numel() != dim or s.ndim > 2 or (s.ndim == 2 and s.shape[0] != 1):
+                raise ValueError(f"examples[{b}]['state']: expected shape [{dim}] or [1, {dim}] "
+                                 f"(framework.action_model.state_dim), got {tuple(s.shape)}")
+            if not torch.isfinite(s).all():
+                raise ValueError(f"examples[{b}]['state']: contains NaN or inf")
+            out[b], valid[b] = s.reshape(dim), True
+        return out, valid
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, inputs: TwinBrainInputs) -> BackboneOutput:
+        left, right = inputs.left, inputs.right
+        context = AsyMoTContext(left.attention_mask, right.attention_mask, self.backend)
+        with torch.no_grad():  # the Left stores nothing for backward; its K/V reach the Right detached
+            vlm_core(self.left_brain)(**left.tensors, use_cache=False, asymot_context=context)
+
+        embeds = self.right_brain.get_input_embeddings()(right.input_ids)  # [B, L_r, H]
+        extra = []
+        if self.state_encoder is not None:
+            if inputs.state is None:
+                raise ValueError("the backbone has a state encoder but the inputs carry no state tensor")
+            extra.append(self.state_encoder(inputs.state).to(embeds.dtype))
+        if self.action_queries is not None:
+            extra.append(self.action_queries.to(embeds.dtype).expand(embeds.shape[0], -1, -1))
+        if extra:
+            embeds = torch.cat([embeds[:, : embeds.shape[1] - self.num_extra_slots], *extra], dim=1)
+
+        out = self.right_brain(**right.tensors, inputs_embeds=embeds, use_cache=False, asymot_context=context)
+        hidden = out.last_hidden_state
+        if self.action_queries is not None:
+            n = self.config.num_action_queries
+            return BackboneOutput(hidden[:, -n:], torch.ones(hidden.shape[0], n, dtype=torch.bool, device=hidden.device))
+        return BackboneOutput(hidden, right.attention_mask.bool())
+
+    # ------------------------------------------------------------------ the preserved generalist
+    @torch.no_grad()
+    def chat(self, images: Sequence, question: str, max_new_tokens: int = 64, **generate_kwargs) -> str:
+        """Answer a question about images with the Left Brain: the unmodified base VLM, greedy by default."""
+        pil = [to_pil(img, f"image[{i}]") for i, img in enumerate(images)]
+        messages = [{"role": "user", "content": [{"type": "image"} for _ in pil] + [{"type": "text", "text": question}]}]
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        device = next(self.left_brain.parameters()).device
+        encoded = self.processor(text=[text], images=pil or None, return_tensors="pt").to(device)
+        generate_kwargs.setdefault("do_sample", False)
+        out = self.left_brain.generate(**encoded, max_new_tokens=max_new_tokens, **generate_kwargs)
+        return self.processor.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)[0]

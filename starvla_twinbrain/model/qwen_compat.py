@@ -1,0 +1,41 @@
+"""Every Qwen2.5-VL / Qwen3-VL and transformers 4.57 / 5.x difference the backbone meets, and nothing else."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+from packaging.version import Version
+from transformers import PreTrainedModel, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+
+TRANSFORMERS_5 = Version(transformers.__version__) >= Version("5.0.0.dev0")
+
+VLM_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+    "qwen3_vl": Qwen3VLForConditionalGeneration,
+}
+
+
+def load_vlm(path: str, family: str, attn_implementation: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """The stock ``*ForConditionalGeneration`` with one stock attention backend for text and vision."""
+    dtype_kwarg = "dtype" if TRANSFORMERS_5 else "torch_dtype"
+    kwargs = {"attn_implementation": attn_implementation}
+    if dtype is not None:
+        kwargs[dtype_kwarg] = dtype
+    return VLM_CLASSES[family].from_pretrained(path, **kwargs)
+
+
+def set_text_attention(vlm: PreTrainedModel, implementation: str) -> None:
+    """Point the text decoder (only) at a registered attention function; the vision tower keeps its own.
+
+    The text model and its attention modules share one config object (4.57 and 5.x), read at every call.
+    """
+    vlm.config.text_config._attn_implementation = implementation
+
+
+def vlm_core(vlm: PreTrainedModel) -> PreTrainedModel:
+    """The ``Qwen*VLModel`` inside ``*ForConditionalGeneration``: vision tower + text decoder, no LM head."""
+    return vlm.model
+
+
+def text_hidden_size(vlm: PreTrainedModel) -> int:
+    return vlm.config.text_config.hidden_size

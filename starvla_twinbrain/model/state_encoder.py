@@ -1,0 +1,28 @@
+"""State encoder φ (paper eq. 3): robot state → tokens appended to the Right Brain's input."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class StateEncoder(nn.Module):
+    """MLP ``[B, state_dim] → [B, num_tokens, hidden_size]``. Also accepts starVLA's ``[B, 1, state_dim]``."""
+
+    def __init__(self, state_dim: int, hidden_size: int, num_tokens: int = 1, mlp_dim: int = 1024):
+        super().__init__()
+        self.state_dim, self.hidden_size, self.num_tokens = state_dim, hidden_size, num_tokens
+        self.mlp = nn.Sequential(
+            nn.Linear(state_dim, mlp_dim), nn.SiLU(), nn.Linear(mlp_dim, num_tokens * hidden_size)
+        )
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        if state.ndim == 3 and state.shape[1] == 1:
+            state = state[:, 0]
+        if state.ndim != 2 or state.shape[-1] != self.state_dim:
+            raise ValueError(
+                f"state: expected shape [B, {self.state_dim}] (framework.action_model.state_dim={self.state_dim}), "
+                f"got {tuple(state.shape)}"
+            )
+        param = self.mlp[0].weight
+        return self.mlp(state.to(param.dtype)).view(state.shape[0], self.num_tokens, self.hidden_size)

@@ -1,0 +1,213 @@
+"""The dual-brain backbone on tiny Qwen2.5-VL / Qwen3-VL: numbers against the stock model and invariants."""
+
+import pytest
+import torch
+
+from starvla_twinbrain.config import BackboneConfig
+from starvla_twinbrain.model.asymot_attention import AsyMoTContext
+from starvla_twinbrain.model.dual_brain import DualBrainBackbone
+from starvla_twinbrain.model.processing import family_of
+from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
+from tests.conftest import random_image
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+STATE_DIM = 5
+
+SAMPLES = [  # different prompt lengths and image counts
+    dict(images=[random_image(0)], lang="pick up the red block", robot="widowx", state=[0.1, -0.2, 0.3, 0.0, 1.0]),
+    dict(images=[random_image(1), random_image(2)], lang="put the spoon on the towel and then close the drawer",
+         robot="franka", state=None),
+    dict(images=[random_image(3)], lang="open", robot=None, state=[1.0, 2.0, -1.0, 0.5, 0.0]),
+]
+
+
+def build(path, **overrides) -> DualBrainBackbone:
+    torch.manual_seed(0)
+    return DualBrainBackbone(BackboneConfig(base_vlm=path, **overrides))
+
+
+def prepare(backbone, samples):
+    states = [s["state"] for s in samples] if backbone.state_encoder is not None else None
+    return backbone.prepare([s["images"] for s in samples], [s["lang"] for s in samples],
+                            [s["robot"] for s in samples], states)
+
+
+def valid_rows(output, b):
+    return output.hidden_states[b][output.attention_mask[b]]
+
+
+@pytest.fixture(scope="module")
+def stock(tiny_vlm):
+    return load_vlm(tiny_vlm, family_of(tiny_vlm), "sdpa").eval()
+
+
+def test_left_brain_equals_stock_bit_for_bit(tiny_vlm, stock):
+    backbone = build(tiny_vlm)
+    inputs = prepare(backbone, SAMPLES)
+    left = inputs.left.tensors
+    with torch.no_grad():
+        want = stock(**left, output_hidden_states=True)
+        context = AsyMoTContext(inputs.left.attention_mask, inputs.right.attention_mask, backbone.backend)
+        got_core = vlm_core(backbone.left_brain)(**left, asymot_context=context)  # the recording pass
+        got = backbone.left_brain(**left, output_hidden_states=True)  # the Left alone
+    assert len(context.left_kv) == stock.config.text_config.num_hidden_layers
+    assert torch.equal(got_core.last_hidden_state, vlm_core(stock)(**left).last_hidden_state)
+    assert torch.equal(got.logits, want.logits)
+    for a, b in zip(got.hidden_states, want.hidden_states):
+        assert torch.equal(a, b)
+    gen = dict(max_new_tokens=4, do_sample=False)
+    assert torch.equal(backbone.left_brain.generate(**left, **gen), stock.generate(**left, **gen))
+
+
+def test_chat_is_the_base_vlm(tiny_vlm, stock):
+    backbone = build(tiny_vlm)
+    answer = backbone.chat([random_image(5)], "What is on the table?", max_new_tokens=5)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is on the table?"}]}]
+    proc = backbone.processor
+    text = proc.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    enc = proc(text=[text], images=[random_image(5)], return_tensors="pt")
+    out = stock.generate(**enc, max_new_tokens=5, do_sample=False)
+    assert answer == proc.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+def test_right_with_left_masked_out_equals_stock(tiny_vlm, stock, backend):
+    backbone = build(tiny_vlm, attn_implementation=backend)
+    inputs = prepare(backbone, SAMPLES)
+    left_hidden_out = torch.zeros_like(inputs.left.attention_mask, dtype=torch.bool)
+    context = AsyMoTContext(left_hidden_out, inputs.right.attention_mask, backend)
+    with torch.no_grad():
+        vlm_core(backbone.left_brain)(**inputs.left.tensors, asymot_context=context)
+        got = backbone.right_brain(**inputs.right.tensors, asymot_context=context).last_hidden_state
+        want = vlm_core(stock)(**inputs.right.tensors).last_hidden_state
+    valid = inputs.right.attention_mask.bool()
+    torch.testing.assert_close(got[valid], want[valid], **TOL)
+
+
+def test_backends_agree(tiny_vlm):
+    outs = {}
+    for backend in ("eager", "sdpa"):
+        backbone = build(tiny_vlm, attn_implementation=backend, state_dim=STATE_DIM)
+        with torch.no_grad():
+            outs[backend] = backbone(prepare(backbone, SAMPLES))
+    assert torch.equal(outs["eager"].attention_mask, outs["sdpa"].attention_mask)
+    mask = outs["eager"].attention_mask
+    torch.testing.assert_close(outs["eager"].hidden_states[mask], outs["sdpa"].hidden_states[mask], **TOL)
+
+
+def test_batch_invariance(tiny_vlm):
+    """A sample's outputs are the same alone and between a longer and a shorter neighbour."""
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    with torch.no_grad():
+        batch = backbone(prepare(backbone, SAMPLES))
+        for b in range(len(SAMPLES)):
+            alone = backbone(prepare(backbone, [SAMPLES[b]]))
+            torch.testing.assert_close(valid_rows(batch, b), valid_rows(alone, 0), **TOL)
+
+
+def test_the_left_matters(tiny_vlm):
+    """Changing only the Left's input changes the Right's output."""
+    backbone = build(tiny_vlm)
+    base = prepare(backbone, SAMPLES[:1])
+    other = prepare(backbone, [dict(SAMPLES[0], images=[random_image(9)], lang="stack the cups")])
+    base_left_swapped = type(base)(other.left, base.right, base.state, base.state_valid)
+    with torch.no_grad():
+        a, b = backbone(base), backbone(base_left_swapped)
+    assert (a.hidden_states - b.hidden_states).abs().max() > 1e-3
+
+
+def test_state_tokens(tiny_vlm):
+    backbone = build(tiny_vlm, state_dim=STATE_DIM, num_state_tokens=2)
+    inputs = prepare(backbone, SAMPLES)
+    # Sample 1 has no state: its state slots are masked out, everything else is a real token.
+    extra = inputs.right.attention_mask[:, -2:]
+    assert extra.tolist() == [[1, 1], [0, 0], [1, 1]]
+    with torch.no_grad():
+        out = backbone(inputs)
+        inputs.state[0] += 1.0
+        inputs.state[1] += 100.0  # garbage where there is no state must not matter
+        moved = backbone(inputs)
+    assert (valid_rows(out, 0) - valid_rows(moved, 0)).abs().max() > 1e-3
+    torch.testing.assert_close(valid_rows(out, 1), valid_rows(moved, 1), rtol=0, atol=0)
+
+
+def test_action_queries_condition(tiny_vlm):
+    backbone = build(tiny_vlm, condition="action_queries", num_action_queries=3, state_dim=STATE_DIM)
+    out = backbone(prepare(backbone, SAMPLES))
+    assert out.hidden_states.shape == (3, 3, backbone.hidden_size)
+    assert out.attention_mask.all()
+    out.hidden_states.square().mean().backward()
+    assert backbone.action_queries.grad is not None and backbone.action_queries.grad.abs().sum() > 0
+
+
+def test_left_frozen_right_trained(tiny_vlm):
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    backbone.train()
+    assert not backbone.left_brain.training and backbone.right_brain.training
+    left_before = {k: v.clone() for k, v in backbone.left_brain.state_dict().items()}
+    right_before = {k: v.clone() for k, v in backbone.right_brain.state_dict().items()}
+    state_before = {k: v.clone() for k, v in backbone.state_encoder.state_dict().items()}
+    trainable = [p for p in backbone.parameters() if p.requires_grad]
+    assert not any(p is q for p in trainable for q in backbone.left_brain.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    inputs = prepare(backbone, SAMPLES)
+    for _ in range(3):
+        out = backbone(inputs)
+        loss = out.hidden_states[out.attention_mask].square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, p in backbone.left_brain.named_parameters():
+        assert p.grad is None and not p.requires_grad, name
+        assert torch.equal(p, left_before[name]), name
+    for name, buf in backbone.left_brain.state_dict().items():
+        assert torch.equal(buf, left_before[name]), name
+    changed = [k for k, v in backbone.right_brain.state_dict().items() if not torch.equal(v, right_before[k])]
+    assert any("language_model" in k for k in changed) and any("visual" in k for k in changed)
+    assert all(not torch.equal(v, state_before[k]) for k, v in backbone.state_encoder.state_dict().items())
+
+
+def test_freeze_right_vision(tiny_vlm):
+    backbone = build(tiny_vlm, freeze_right_vision=True)
+    assert not any(p.requires_grad for p in backbone.right_brain.visual.parameters())
+    assert all(p.requires_grad for p in backbone.right_brain.language_model.parameters())
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_base_vlm(tmp_path):
+    with pytest.raises(ValueError, match=r"framework\.qwenvl\.base_vlm"):
+        DualBrainBackbone(BackboneConfig(base_vlm=str(tmp_path / "does-not-exist")))
+
+
+def test_non_qwen_vl_base_vlm(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match=r"framework\.qwenvl\.base_vlm.*llama"):
+        DualBrainBackbone(BackboneConfig(base_vlm=str(tmp_path)))
+
+
+def test_unknown_attention_backend(tiny_vlm):
+    with pytest.raises(ValueError, match=r"framework\.qwenvl\.attn_implementation='flash'.*eager \| sdpa \| flash_attention_2"):
+        BackboneConfig(base_vlm=tiny_vlm, attn_implementation="flash")
+
+
+def test_wrong_state_size(tiny_vlm):
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    bad = [dict(SAMPLES[0], state=[0.0] * (STATE_DIM + 2))]
+    with pytest.raises(ValueError, match=rf"examples\[0\]\['state'\]: expected shape \[{STATE_DIM}\].*got \({STATE_DIM + 2},\)"):
+        prepare(backbone, bad)
+    with pytest.raises(ValueError, match=rf"state: expected shape \[B, {STATE_DIM}\]"):
+        backbone.state_encoder(torch.zeros(2, STATE_DIM + 1))
+
+
+def test_state_without_state_dim(tiny_vlm):
+    backbone = build(tiny_vlm)
+    with pytest.raises(ValueError, match=r"framework\.action_model\.state_dim"):
+        backbone.prepare([[random_image(0)]], ["go"], None, [[0.0] * 3])
+
+
+def test_non_finite_state(tiny_vlm):
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        prepare(backbone, [dict(SAMPLES[0], state=[float("nan")] * STATE_DIM)])
