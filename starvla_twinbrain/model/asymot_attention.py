@@ -62,7 +62,10 @@ class AsyMoTContext:
         self._varlen: VarlenIndex | None = None
 
     def record(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
-        self.left_kv[layer_idx] = (key.detach(), value.detach())
+        # Padding rows of the stock Left can hold anything (even NaN from fully masked queries); a masked key has
+        # weight 0, but 0 * NaN is NaN, so padding K/V are zeroed before they can meet the Right's softmax.
+        keep = self.left_valid[:, None, :, None].to(key.device)
+        self.left_kv[layer_idx] = (key.detach().masked_fill(~keep, 0), value.detach().masked_fill(~keep, 0))
 
     def left_kv_for(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         try:

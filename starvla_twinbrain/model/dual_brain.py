@@ -26,7 +26,7 @@ from ..config import BackboneConfig
 from .asymot_attention import AsyMoTContext, left_implementation, resolve_backend, right_implementation
 from .processing import family_of, load_processor
 from .prompts import BrainInputs, PromptBuilder, to_pil
-from .qwen_compat import load_vlm, set_text_attention, text_hidden_size, vlm_core
+from .qwen_compat import load_vlm, rope_position_ids, set_text_attention, text_hidden_size, vlm_core
 from .state_encoder import StateEncoder
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,13 @@ class DualBrainBackbone(nn.Module):
         if extra:
             embeds = torch.cat([embeds[:, : embeds.shape[1] - self.num_extra_slots], *extra], dim=1)
 
-        out = self.right_brain(**right.tensors, inputs_embeds=embeds, use_cache=False, asymot_context=context)
+        # Embeddings only (the image slots still hold the image-token embedding, which is how the model finds them);
+        # the positions come from the token ids, so the appended slots are ordinary text positions.
+        tensors = {k: v for k, v in right.tensors.items() if k != "input_ids"}
+        position_ids = rope_position_ids(self.right_brain, right.input_ids, right.tensors)
+        out = self.right_brain(
+            **tensors, inputs_embeds=embeds, position_ids=position_ids, use_cache=False, asymot_context=context
+        )
         hidden = out.last_hidden_state
         if self.action_queries is not None:
             n = self.config.num_action_queries

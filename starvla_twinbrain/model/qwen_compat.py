@@ -39,3 +39,21 @@ def vlm_core(vlm: PreTrainedModel) -> PreTrainedModel:
 
 def text_hidden_size(vlm: PreTrainedModel) -> int:
     return vlm.config.text_config.hidden_size
+
+
+def rope_position_ids(core: PreTrainedModel, input_ids: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The (M-)RoPE positions ``[3, B, L]`` the stock model computes from ``input_ids`` (valid tokens from 0).
+
+    Needed when the model is called with ``inputs_embeds`` only (Qwen3-VL refuses ``input_ids`` next to them).
+    transformers 5.x also needs ``mm_token_type_ids`` (0 text, 1 image, 2 video); without it, it would silently
+    fall back to 1-D positions.
+    """
+    kwargs = dict(input_ids=input_ids, image_grid_thw=tensors.get("image_grid_thw"),
+                  attention_mask=tensors.get("attention_mask"))
+    if TRANSFORMERS_5:
+        kwargs["mm_token_type_ids"] = tensors.get("mm_token_type_ids")
+        if kwargs["mm_token_type_ids"] is None:
+            config = core.config
+            kwargs["mm_token_type_ids"] = (input_ids == config.image_token_id).int() + 2 * (input_ids == config.video_token_id).int()
+    position_ids, _ = core.get_rope_index(**kwargs)
+    return position_ids

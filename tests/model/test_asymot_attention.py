@@ -139,6 +139,21 @@ def test_left_padding_is_never_visible():
     torch.testing.assert_close(base[valid], again[valid], rtol=0, atol=0)
 
 
+def test_non_finite_left_padding_cannot_leak():
+    """Whatever the stock Left leaves in its padding rows (NaN included) never reaches the Right."""
+    from starvla_twinbrain.model.asymot_attention import AsyMoTContext
+
+    q, k_l, v_l, k_r, v_r, left_valid, right_valid = make_case()
+    pad = ~left_valid[:, None, :, None].expand_as(k_l)
+    context = AsyMoTContext(left_valid, right_valid, "sdpa")
+    context.record(0, k_l.masked_fill(pad, float("nan")), v_l.masked_fill(pad, float("inf")))
+    k_rec, v_rec = context.left_kv_for(0)
+    out = joint_attention_sdpa(q, k_rec, v_rec, k_r, v_r, context.joint_mask, q.shape[-1] ** -0.5)
+    ref = joint_attention_sdpa(q, k_l, v_l, k_r, v_r, context.joint_mask, q.shape[-1] ** -0.5)
+    valid = right_valid[:, :, None, None].expand_as(out)
+    torch.testing.assert_close(out[valid], ref[valid], rtol=0, atol=0)
+
+
 def test_left_keys_change_the_output():
     q, k_l, v_l, k_r, v_r, left_valid, right_valid = make_case()
     mask = joint_attention_mask(left_valid, right_valid)

@@ -84,6 +84,19 @@ def test_right_with_left_masked_out_equals_stock(tiny_vlm, stock, backend):
     torch.testing.assert_close(got[valid], want[valid], **TOL)
 
 
+def test_forward_equals_the_stock_input_path(tiny_vlm):
+    """backbone.forward feeds embeddings + explicit M-RoPE positions; the stock call feeds token ids."""
+    backbone = build(tiny_vlm)
+    inputs = prepare(backbone, SAMPLES)
+    with torch.no_grad():
+        got = backbone(inputs)
+        context = AsyMoTContext(inputs.left.attention_mask, inputs.right.attention_mask, backbone.backend)
+        vlm_core(backbone.left_brain)(**inputs.left.tensors, asymot_context=context)
+        want = backbone.right_brain(**inputs.right.tensors, asymot_context=context).last_hidden_state
+    mask = got.attention_mask
+    torch.testing.assert_close(got.hidden_states[mask], want[mask], rtol=0, atol=0)
+
+
 def test_backends_agree(tiny_vlm):
     outs = {}
     for backend in ("eager", "sdpa"):
