@@ -3,8 +3,9 @@
     python benchmarks/bench_backbone.py [--json OUT.json] [--repeats 5]
 
 1. Training step (forward + backward + AdamW step) and peak memory of the dual-brain backbone against a single
-   brain (the same VLM as the Right Brain alone, stock attention, no Left) on the same batch. Peak memory is the
-   process's peak RSS growth over the step, each variant measured in its own subprocess.
+   brain (the same VLM as the Right Brain alone, stock attention, no Left) on the same batch and prompt. Peak
+   memory is the process's peak RSS over its state before any model was loaded (weights + gradients + optimizer
+   state + activations), each variant in its own subprocess.
 2. Joint attention, eager reference vs sdpa, forward + backward at several sequence lengths (L_l = L_r = L/2),
    with 3B-like heads (16 query heads, 2 key/value heads, head dim 128).
 Median of ``--repeats`` timed runs after one warm-up. This is a benchmark, not a test: no thresholds.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-MODEL = dict(hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=2)
+MODEL = dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=2)
 BATCH = 4
 IMAGE = 112
 
@@ -45,28 +46,37 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def _step_worker(variant: str, vlm_path: str, repeats: int) -> dict:
-    """Runs in a fresh process: one variant's training-step time and peak RSS growth."""
+    """Runs in a fresh process: one variant's step time, inference time, and peak RSS over the baseline.
+
+    The baseline is taken before any model is loaded, so the peak counts weights, gradients, optimizer state and
+    activations: what training holds. The single brain never loads a Left.
+    """
     from PIL import Image
 
     from starvla_twinbrain.config import BackboneConfig
     from starvla_twinbrain.model.dual_brain import DualBrainBackbone
+    from starvla_twinbrain.model.processing import family_of, load_processor
+    from starvla_twinbrain.model.prompts import PromptBuilder
+    from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
 
+    baseline = _rss_kb()
     torch.manual_seed(0)
-    backbone = DualBrainBackbone(BackboneConfig(base_vlm=vlm_path, attn_implementation="sdpa", state_dim=7))
     g = torch.Generator().manual_seed(0)
     images = [[Image.fromarray(torch.randint(0, 256, (IMAGE, IMAGE, 3), generator=g, dtype=torch.uint8).numpy())]
               for _ in range(BATCH)]
     langs = [f"pick up the object number {i} and place it in the basket" for i in range(BATCH)]
-    inputs = backbone.prepare(images, langs, ["widowx"] * BATCH, [[0.1] * 7] * BATCH)
-    if variant == "single":
-        model = backbone.right_brain  # same weights and prompt, stock attention, no Left
-        model.config.text_config._attn_implementation = "sdpa"
-        del backbone.left_brain
+    if variant == "single":  # the same VLM as the Right Brain alone: stock attention, same Right prompt
+        config = BackboneConfig(base_vlm=vlm_path)
+        model = vlm_core(load_vlm(vlm_path, family_of(vlm_path), "sdpa"))
+        _, right = PromptBuilder(load_processor(vlm_path), config.prompts)(images, langs, ["widowx"] * BATCH)
+        tokens = {"right": int(right.input_ids.shape[1])}
 
         def forward():
-            return model(**inputs.right.tensors, use_cache=False).last_hidden_state
+            return model(**right.tensors, use_cache=False).last_hidden_state
     else:
-        model = backbone
+        model = DualBrainBackbone(BackboneConfig(base_vlm=vlm_path, attn_implementation="sdpa"))
+        inputs = model.prepare(images, langs, ["widowx"] * BATCH)
+        tokens = {"left": int(inputs.left.input_ids.shape[1]), "right": int(inputs.right.input_ids.shape[1])}
 
         def forward():
             return model(inputs).hidden_states
@@ -79,15 +89,12 @@ def _step_worker(variant: str, vlm_path: str, repeats: int) -> dict:
         loss.backward()
         optimizer.step()
 
-    step()  # optimizer state exists from here on, as in training
-    before = _rss_kb()
     seconds = _median_time(step, repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
         model.eval()
         infer = _median_time(forward, repeats)
-    return {"step_s": seconds, "infer_s": infer, "peak_growth_mb": max(peak - before, 0) / 1024,
-            "tokens": {"left": int(inputs.left.input_ids.shape[1]), "right": int(inputs.right.input_ids.shape[1])}}
+    return {"step_s": seconds, "infer_s": infer, "peak_growth_mb": (peak - baseline) / 1024, "tokens": tokens}
 
 
 def _run_variant(variant: str, vlm_path: str, repeats: int) -> dict:
@@ -153,7 +160,7 @@ def main() -> None:
     print(f"{'':28}{'single':>10}{'twin':>10}{'ratio':>8}")
     for key, label, scale, unit in (("step_s", "train step (fwd+bwd+AdamW)", 1e3, "ms"),
                                     ("infer_s", "inference forward", 1e3, "ms"),
-                                    ("peak_growth_mb", "peak RSS growth", 1, "MB")):
+                                    ("peak_growth_mb", "peak training memory", 1, "MB")):
         ratio = twin[key] / single[key] if single[key] else float("nan")
         print(f"{label + ' ' + unit:28}{single[key] * scale:10.1f}{twin[key] * scale:10.1f}{ratio:8.2f}")
     print("\nJoint attention fwd+bwd (16 q heads, 2 kv heads, d 128):")
