@@ -146,7 +146,7 @@ class DualBrainBackbone(nn.Module):
         for b, s in enumerate(states):
             if s is None:
                 continue
-            s = torch.as_tensor(np.asarray(s, dtype=np.float32) if not isinstance(s, torch.Tensor) else s).float()
+            s = torch.as_tensor(np.asarray(s, dtype=np.float32))
             if s.numel() != dim or s.ndim > 2 or (s.ndim == 2 and s.shape[0] != 1):
                 raise ValueError(f"examples[{b}]['state']: expected shape [{dim}] or [1, {dim}] "
                                  f"(framework.action_model.state_dim), got {tuple(s.shape)}")
@@ -174,8 +174,9 @@ class DualBrainBackbone(nn.Module):
             embeds = torch.cat([embeds[:, : embeds.shape[1] - self.num_extra_slots], *extra], dim=1)
 
         # Embeddings only (the image slots still hold the image-token embedding, which is how the model finds them);
-        # the positions come from the token ids, so the appended slots are ordinary text positions.
-        tensors = {k: v for k, v in right.tensors.items() if k != "input_ids"}
+        # the positions come from the token ids, so the appended slots are ordinary text positions. The padding
+        # mask is left out: the joint mask lives in the context, so the stock per-forward mask is not built.
+        tensors = {k: v for k, v in right.tensors.items() if k not in ("input_ids", "attention_mask")}
         position_ids = rope_position_ids(self.right_brain, right.input_ids, right.tensors)
         out = self.right_brain(
             **tensors, inputs_embeds=embeds, position_ids=position_ids, use_cache=False, asymot_context=context
