@@ -64,6 +64,7 @@ class BackboneConfig:
     num_state_tokens: int = 1
     state_hidden_dim: int = 1024  # width of the state-encoder MLP
     freeze_right_vision: bool = False  # keep the Right Brain's vision tower frozen
+    gradient_checkpointing: bool = False  # recompute the Right Brain's decoder layers in backward (less memory)
     prompts: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self):

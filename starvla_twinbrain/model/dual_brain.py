@@ -26,7 +26,14 @@ from ..config import BackboneConfig
 from .asymot_attention import AsyMoTContext, left_implementation, resolve_backend, right_implementation
 from .processing import family_of, load_processor
 from .prompts import BrainInputs, PromptBuilder, to_pil
-from .qwen_compat import load_vlm, rope_position_ids, set_text_attention, text_hidden_size, vlm_core
+from .qwen_compat import (
+    enable_activation_checkpointing,
+    load_vlm,
+    rope_position_ids,
+    set_text_attention,
+    text_hidden_size,
+    vlm_core,
+)
 from .state_encoder import StateEncoder
 
 logger = logging.getLogger(__name__)
@@ -77,6 +84,8 @@ class DualBrainBackbone(nn.Module):
         self.right_brain = vlm_core(right)  # the Right never produces text: its LM head is dropped
         if config.freeze_right_vision:
             self.right_brain.visual.requires_grad_(False)
+        if config.gradient_checkpointing:  # the AsyMoT context is a call keyword, so recomputation sees it too
+            enable_activation_checkpointing(self.right_brain)
 
         self.hidden_size = text_hidden_size(left)
         self.state_encoder = (

@@ -57,3 +57,12 @@ def rope_position_ids(core: PreTrainedModel, input_ids: torch.Tensor, tensors: d
             kwargs["mm_token_type_ids"] = (input_ids == config.image_token_id).int() + 2 * (input_ids == config.video_token_id).int()
     position_ids, _ = core.get_rope_index(**kwargs)
     return position_ids
+
+
+def enable_activation_checkpointing(model: PreTrainedModel) -> None:
+    """Non-reentrant checkpointing of every decoder layer (5.x renamed the method)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

@@ -180,6 +180,19 @@ def test_left_frozen_right_trained(tiny_vlm):
     assert all(not torch.equal(v, state_before[k]) for k, v in backbone.state_encoder.state_dict().items())
 
 
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_vlm):
+    grads = {}
+    for checkpointing in (False, True):
+        backbone = build(tiny_vlm, state_dim=STATE_DIM, gradient_checkpointing=checkpointing)
+        backbone.train()
+        out = backbone(prepare(backbone, SAMPLES))
+        out.hidden_states[out.attention_mask].square().mean().backward()
+        grads[checkpointing] = {n: p.grad for n, p in backbone.named_parameters() if p.requires_grad}
+    assert backbone.right_brain.language_model.gradient_checkpointing
+    for name, grad in grads[False].items():
+        torch.testing.assert_close(grads[True][name], grad, **TOL, msg=name)
+
+
 def test_freeze_right_vision(tiny_vlm):
     backbone = build(tiny_vlm, freeze_right_vision=True)
     assert not any(p.requires_grad for p in backbone.right_brain.visual.parameters())
