@@ -11,8 +11,26 @@ TwinBrainVLA for starVLA: a frozen Left Brain (the base VLM, unchanged) and a tr
 AsyMoT attention in every decoder layer.
 
 commands:
+  train           train from a starVLA YAML: through starVLA's own trainer when starVLA is importable,
+                  otherwise through the embedded runtime (same YAML schema, run directory and checkpoints)
   make-tiny-vlm   write a tiny random Qwen2.5-VL / Qwen3-VL checkpoint (tokenizer, processor, chat template)
                   for offline tests and CPU demos; no network needed
+"""
+
+TRAIN_DESCRIPTION = """\
+Train a policy from a starVLA YAML config.
+
+  starvla train --framework twinbrain --config CFG.yaml [key=value ...]
+
+Mode (printed at start):
+  starVLA     when the starVLA package is importable: runs starVLA's own training script
+              (starVLA/training/train_starvla.py) unchanged, with TwinBrain registered, through
+              `accelerate launch` (its DeepSpeed ZeRO-2 config by default; run from the starVLA checkout).
+  embedded    otherwise: this package's runtime on HF Accelerate, reading LeRobot v3.0 datasets with the
+              lerobot package (datasets.vla_data.data_root_dir / data_mix = the dataset folder). For several
+              processes: accelerate launch -m starvla_twinbrain.cli train ...
+
+key=value overrides are OmegaConf dotlist entries, e.g. trainer.max_train_steps=100.
 """
 
 
@@ -32,12 +50,58 @@ def _make_tiny_vlm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_mode() -> str:
+    from .framework.host_api import STARVLA_AVAILABLE
+
+    return "starVLA" if STARVLA_AVAILABLE else "embedded"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    overrides = []
+    for item in args.overrides:
+        if "=" not in item:
+            raise SystemExit(f"override {item!r}: expected key=value (e.g. trainer.max_train_steps=100)")
+        overrides.append(item.lstrip("-"))
+    mode = _train_mode()
+    print(f"starvla train: {mode} mode ({'starVLA is importable' if mode == 'starVLA' else 'starVLA is not installed'})")
+    if mode == "starVLA":
+        import subprocess
+
+        dotlist = [arg for item in overrides for arg in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
+        command = ["accelerate", "launch", *(["--config_file", args.accelerate_config] if args.accelerate_config else []),
+                   "--num_processes", str(args.num_processes), "-m", "starvla_twinbrain.starvla_host", "train",
+                   "--config_yaml", args.config, "--framework.name", args.framework, *dotlist]
+        print("running:", " ".join(command))
+        return subprocess.call(command)
+
+    from .runtime.trainer import dataset_from_config, train
+
+    cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(overrides))
+    cfg.framework.name = args.framework
+    dataset, statistics = dataset_from_config(cfg)
+    result = train(cfg, dataset, statistics)
+    print(f"trained {result.step} steps; action_loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; run: {result.run_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="starvla", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a policy from a starVLA YAML", description=TRAIN_DESCRIPTION,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--config", required=True, help="starVLA-style YAML (e.g. configs/tiny_cpu.yaml)")
+    train.add_argument("--framework", default="TwinBrain", help="framework.name (default TwinBrain; aliases: twinbrain)")
+    train.add_argument("--num-processes", type=int, default=1, help="starVLA mode: processes for accelerate launch")
+    train.add_argument("--accelerate-config", default="starVLA/config/deepseeds/deepspeed_zero2.yaml",
+                       help="starVLA mode: accelerate config (relative to the starVLA checkout); '' for none")
+    train.add_argument("overrides", nargs="*", help="key=value config overrides (OmegaConf dotlist)")
+    train.set_defaults(func=_train)
 
     tiny = sub.add_parser(
         "make-tiny-vlm",

@@ -78,3 +78,116 @@ class BackboneConfig:
             _check_positive_int("framework.action_model.state_dim", self.state_dim)
         _check_positive_int("framework.twinbrain.num_state_tokens", self.num_state_tokens)
         _check_positive_int("framework.twinbrain.state_hidden_dim", self.state_hidden_dim)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The starVLA YAML → one typed tree. Only the keys TwinBrain reads; the rest belongs to the host.
+# ----------------------------------------------------------------------------------------------------------
+
+LeftBrainStorage = Literal["reference", "copy"]
+
+
+@dataclass(frozen=True)
+class TwinBrainOptions:
+    """``framework.twinbrain``: TwinBrain-only options. An unmodified starVLA YAML needs none of them."""
+
+    condition: ConditionMode = "all_tokens"
+    num_action_queries: int = 32
+    num_state_tokens: int = 1
+    state_hidden_dim: int = 1024
+    freeze_right_vision: bool = False
+    gradient_checkpointing: bool = False
+    left_brain_storage: LeftBrainStorage = "reference"  # checkpoints hold a (path, hash) reference, or the weights
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+
+    def __post_init__(self):
+        _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
+
+
+@dataclass(frozen=True)
+class TwinBrainConfig:
+    backbone: BackboneConfig
+    options: TwinBrainOptions
+    action_model: dict  # framework.action_model, as the YAML gives it (the head validates its own keys)
+    include_state: bool  # datasets.vla_data.include_state
+
+    @classmethod
+    def from_omegaconf(cls, cfg) -> "TwinBrainConfig":
+        """Read the keys TwinBrain needs from a starVLA config; errors name the dotted key."""
+        from omegaconf import DictConfig, OmegaConf
+
+        def select(key: str, default=None):
+            return OmegaConf.select(cfg, key, default=default)
+
+        base_vlm = select("framework.qwenvl.base_vlm")
+        if base_vlm is None:
+            raise ValueError("framework.qwenvl.base_vlm is missing: set it to the path of a Qwen2.5-VL / Qwen3-VL checkpoint")
+        action_model = select("framework.action_model")
+        if not isinstance(action_model, DictConfig):
+            raise ValueError("framework.action_model is missing: TwinBrain needs the action head's section")
+        action_model = OmegaConf.to_container(action_model, resolve=True)
+        for key in ("action_dim", "action_horizon"):
+            if key not in action_model:
+                raise ValueError(f"framework.action_model.{key} is missing")
+        include_state = select("datasets.vla_data.include_state", default=False)
+        if not isinstance(include_state, bool):
+            raise ValueError(f"datasets.vla_data.include_state={include_state!r}: expected true or false")
+        if include_state and action_model.get("state_dim") is None:
+            raise ValueError("datasets.vla_data.include_state is true but framework.action_model.state_dim is not set")
+
+        raw = select("framework.twinbrain", default=None)
+        raw = OmegaConf.to_container(raw, resolve=True) if raw is not None else {}
+        options = _build_dataclass(TwinBrainOptions, raw, "framework.twinbrain")
+        backbone = BackboneConfig(
+            base_vlm=str(base_vlm),
+            attn_implementation=select("framework.qwenvl.attn_implementation"),
+            condition=options.condition,
+            num_action_queries=options.num_action_queries,
+            state_dim=int(action_model["state_dim"]) if include_state else None,
+            num_state_tokens=options.num_state_tokens,
+            state_hidden_dim=options.state_hidden_dim,
+            freeze_right_vision=options.freeze_right_vision,
+            gradient_checkpointing=options.gradient_checkpointing,
+            prompts=options.prompts,
+        )
+        return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state)
+
+    def write_back(self, cfg) -> None:
+        """Store the resolved ``framework.twinbrain`` in ``cfg``: starVLA saves only keys that were read, and
+        ``from_pretrained`` must rebuild the same model."""
+        from dataclasses import asdict
+
+        from omegaconf import OmegaConf, open_dict
+
+        with open_dict(cfg):
+            cfg.framework.twinbrain = OmegaConf.create(asdict(self.options))
+
+
+def _build_dataclass(kind, raw: dict, prefix: str):
+    """A (nested) frozen dataclass from a dict; unknown keys are errors with a suggestion."""
+    import difflib
+    from dataclasses import fields, is_dataclass
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix}: expected a mapping, got {raw!r}")
+    known = {f.name: f for f in fields(kind)}
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {prefix}.{close[0]}?" if close else f" Known keys: {', '.join(known)}."
+            raise ValueError(f"{prefix}.{key} is not a TwinBrain option.{hint}")
+    values = {}
+    for key, value in raw.items():
+        default = known[key].default_factory() if callable(known[key].default_factory) else known[key].default
+        if is_dataclass(default):
+            values[key] = _build_dataclass(type(default), value, f"{prefix}.{key}")
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{prefix}.{key}={value!r}: expected true or false")
+        elif isinstance(default, int) and not isinstance(default, bool) and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{prefix}.{key}={value!r}: expected an integer")
+        else:
+            values[key] = value
+    try:
+        return kind(**values)
+    except ValueError as err:
+        raise ValueError(str(err)) from None

@@ -1,0 +1,201 @@
+"""TwinBrain as a starVLA framework: ``forward(examples) -> {"action_loss"}``, ``predict_action(examples)``.
+
+starVLA's contract (its ``baseframework``): ``__init__(config)`` receives the whole training config (OmegaConf);
+one example is ``{"image": [PIL, ...], "lang": str, "action": [T, action_dim] (training), "state": [1, state_dim]
+(when datasets.vla_data.include_state)}``. The host owns devices, distribution and optimizers.
+
+Submodules (their attribute paths are what ``trainer.learning_rate.<path>`` and ``trainer.freeze_modules`` name):
+``left_brain`` (frozen), ``right_brain`` (``right_brain.visual``, ``right_brain.language_model``),
+``state_encoder``, ``action_queries`` (condition: action_queries), ``action_model``. The stock starVLA
+learning-rate key ``qwen_vl_interface`` resolves to the Right Brain.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TwinBrainConfig
+from ..model.dual_brain import DualBrainBackbone
+from . import left_reference
+from .host_api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_NAME = "TwinBrain"
+ALIASES = ("twinbrain", "Twinbrain", "TWINBRAIN", "twin_brain")
+
+
+def _default_dtype() -> torch.dtype:
+    # starVLA trains in bf16 on GPUs; on CPU its autocast("cuda") is a no-op, so everything stays fp32 there.
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -> nn.Module:
+    """starVLA's GR00T head when starVLA is importable, else the built-in head of the same design."""
+    from omegaconf import open_dict
+
+    with open_dict(config):
+        config.framework.action_model.setdefault("diffusion_model_cfg", {})
+        config.framework.action_model.diffusion_model_cfg.cross_attention_dim = cross_attention_dim
+    if STARVLA_AVAILABLE:
+        return starvla_action_model(config)
+    from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
+
+    section = dict(twin.action_model)
+    section.update(section.pop("diffusion_model_cfg", None) or {})
+    section["cross_attention_dim"] = cross_attention_dim
+    return FlowMatchingActionHead(ActionHeadConfig.from_section(section))
+
+
+class TwinBrain(BaseFramework):
+    """Frozen Left Brain + trainable Right Brain (AsyMoT) + flow-matching action head."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__()
+        self.twin = TwinBrainConfig.from_omegaconf(config)
+        self.twin.write_back(config)
+        self.config = config
+        backbone = DualBrainBackbone(self.twin.backbone, dtype=_default_dtype())
+        # The backbone's modules are registered here, at the top level, under the names users type; the backbone
+        # object (which runs them) is kept unregistered so that nothing is stored twice.
+        object.__setattr__(self, "backbone", backbone)
+        self.left_brain = backbone.left_brain
+        self.right_brain = backbone.right_brain
+        self.state_encoder = backbone.state_encoder
+        self.action_queries = backbone.action_queries
+        self.action_model = build_action_head(config, self.twin, backbone.hidden_size)
+        self.action_horizon = int(self.twin.action_model["action_horizon"])
+        self.action_dim = int(self.twin.action_model["action_dim"])
+        self.repeated_diffusion_steps = int(self.twin.action_model.get("repeated_diffusion_steps", 8))
+        self.left_brain_sha256 = left_reference.base_checkpoint_hash(self.twin.backbone.base_vlm)
+        self.register_state_dict_post_hook(_store_left_by_reference)
+        self.register_load_state_dict_pre_hook(_check_left_reference)
+        self.register_load_state_dict_post_hook(_accept_left_by_reference)
+
+    # starVLA's trainer resolves learning-rate keys by attribute path; stock YAMLs name the VLM this way.
+    @property
+    def qwen_vl_interface(self) -> nn.Module:
+        return self.right_brain
+
+    def train(self, mode: bool = True) -> "TwinBrain":
+        super().train(mode)
+        self.left_brain.eval()  # frozen: no dropout, ever
+        return self
+
+    def supports_training_tag(self, tag: str) -> bool:
+        return tag == "vla"  # no VLM co-training: the Left Brain keeps the general skills
+
+    # ------------------------------------------------------------------ inputs
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        param = next(self.right_brain.parameters())
+        return param.device, param.dtype
+
+    def _condition(self, examples: Sequence[dict]):
+        if not examples:
+            raise ValueError("examples: expected a non-empty list of example dicts")
+        for b, ex in enumerate(examples):
+            for key in ("image", "lang"):
+                if key not in ex:
+                    raise ValueError(f"examples[{b}] has no {key!r}: expected keys 'image' and 'lang'")
+        states = None
+        if self.twin.include_state:
+            missing = [b for b, ex in enumerate(examples) if ex.get("state") is None]
+            if missing:
+                raise ValueError(
+                    f"examples{missing} have no 'state' but datasets.vla_data.include_state is true"
+                )
+            states = [ex["state"] for ex in examples]
+        device, dtype = self._device_dtype()
+        inputs = self.backbone.prepare(
+            [ex["image"] for ex in examples], [ex["lang"] for ex in examples],
+            [ex.get("robot_type") for ex in examples], states,
+        ).to(device, dtype)
+        out = self.backbone(inputs)
+        head_state = inputs.state[:, None].to(dtype) if inputs.state is not None else None  # [B, 1, state_dim]
+        return out, head_state
+
+    def _actions(self, examples: Sequence[dict]) -> torch.Tensor:
+        actions = []
+        for b, ex in enumerate(examples):
+            if "action" not in ex:
+                raise ValueError(f"examples[{b}] has no 'action': training needs [T, action_dim] action chunks")
+            a = np.asarray(ex["action"], dtype=np.float32)
+            if a.shape != (self.action_horizon, self.action_dim):
+                raise ValueError(
+                    f"examples[{b}]['action']: expected shape [{self.action_horizon}, {self.action_dim}] "
+                    f"(framework.action_model.action_horizon, action_dim), got {list(a.shape)}"
+                )
+            actions.append(a)
+        device, dtype = self._device_dtype()
+        return torch.from_numpy(np.stack(actions)).to(device, dtype)
+
+    # ------------------------------------------------------------------ contract
+    def forward(self, examples: list[dict], **kwargs) -> dict:
+        """Flow-matching loss. The VLM pair runs once; the head sees the batch ``repeated_diffusion_steps`` times."""
+        actions = self._actions(examples)
+        out, state = self._condition(examples)
+        r = self.repeated_diffusion_steps
+        loss = self.action_model(
+            out.hidden_states.repeat(r, 1, 1),
+            actions.repeat(r, 1, 1),
+            state.repeat(r, 1, 1) if state is not None else None,
+            encoder_attention_mask=out.attention_mask.repeat(r, 1),
+        )
+        return {"action_loss": loss}
+
+    @torch.no_grad()
+    def predict_action(self, examples: list[dict], **kwargs) -> dict:
+        """``{"normalized_actions": float32 [B, T, action_dim]}``. Unknown kwargs (``use_ddim``, ``unnorm_key``,
+        ...) are accepted and ignored; un-normalisation is the server's job."""
+        out, state = self._condition(examples)
+        actions = self.action_model.predict_action(out.hidden_states, state, encoder_attention_mask=out.attention_mask)
+        return {"normalized_actions": actions.float().cpu().numpy()}
+
+    def chat(self, images, question: str, **kwargs) -> str:
+        """Ask the Left Brain (the unmodified base VLM) about images."""
+        return self.backbone.chat(images, question, **kwargs)
+
+
+# -------------------------------------------------------------------------- checkpoint hooks
+
+
+def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metadata):
+    if module.twin.options.left_brain_storage != "reference":
+        return
+    left = prefix + left_reference.LEFT_PREFIX
+    for key in [k for k in state_dict if k.startswith(left)]:
+        del state_dict[key]
+    state_dict[prefix + left_reference.REFERENCE_KEY] = left_reference.encode_reference(
+        module.twin.backbone.base_vlm, module.left_brain_sha256
+    )
+
+
+def _check_left_reference(module: TwinBrain, state_dict, prefix, *args):
+    tensor = state_dict.pop(prefix + left_reference.REFERENCE_KEY, None)
+    module._loaded_left_by_reference = tensor is not None
+    if tensor is not None:
+        reference = left_reference.decode_reference(tensor)
+        left_reference.check_reference(reference, module.twin.backbone.base_vlm, module.left_brain_sha256)
+
+
+def _accept_left_by_reference(module: TwinBrain, incompatible_keys):
+    if getattr(module, "_loaded_left_by_reference", False):
+        left = left_reference.LEFT_PREFIX
+        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(left)]
+
+
+def register() -> None:
+    """Add TwinBrain to the host's registry (starVLA's when importable). Idempotent; refuses to overwrite a
+    different class registered under the same name."""
+    from .host_api import FRAMEWORK_REGISTRY
+
+    for name in (REGISTRY_NAME, *ALIASES):
+        existing = FRAMEWORK_REGISTRY._registry.get(name)
+        if existing is not None and existing is not TwinBrain:
+            raise RuntimeError(f"framework name {name!r} is already registered to {existing.__module__}.{existing.__name__}")
+        FRAMEWORK_REGISTRY.register(name)(TwinBrain)

@@ -1,0 +1,180 @@
+"""TwinBrain against starVLA's framework contract, with the local stand-in host (CI cannot install starVLA)."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from starvla_twinbrain.framework import TwinBrain, register
+from starvla_twinbrain.framework.host_api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
+from tests.conftest import random_image
+
+pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="stand-in host tests; the real starVLA is checked separately")
+
+ACTION_DIM, STATE_DIM, HORIZON = 7, 5, 4
+
+
+def make_config(base_vlm: str, **twinbrain) -> "OmegaConf":
+    cfg = OmegaConf.load(Path(__file__).parents[2] / "configs" / "tiny_cpu.yaml")
+    cfg.framework.qwenvl.base_vlm = base_vlm
+    cfg.framework.action_model.state_dim = STATE_DIM
+    cfg.framework.action_model.action_horizon = HORIZON
+    cfg.framework.twinbrain = OmegaConf.merge(cfg.framework.twinbrain, twinbrain)
+    return cfg
+
+
+def examples(n=3, seed=0, with_action=True):
+    g = np.random.default_rng(seed)
+    out = []
+    for b in range(n):
+        ex = {"image": [random_image(seed + b)], "lang": ["pick up the block", "open the drawer", "stack cups"][b % 3],
+              "state": g.standard_normal((1, STATE_DIM)).astype(np.float16)}
+        if with_action:
+            ex["action"] = g.uniform(-1, 1, (HORIZON, ACTION_DIM)).astype(np.float16)
+        out.append(ex)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tiny_vlm):
+    torch.manual_seed(0)
+    return TwinBrain(make_config(tiny_vlm))
+
+
+def test_registered_under_name_and_aliases():
+    register()
+    register()  # idempotent
+    for name in ("TwinBrain", "twinbrain", "TWINBRAIN"):
+        assert FRAMEWORK_REGISTRY[name] is TwinBrain
+
+
+def test_register_refuses_to_overwrite_another_class():
+    class Other:
+        pass
+
+    FRAMEWORK_REGISTRY._registry["twin_brain"] = Other
+    try:
+        with pytest.raises(RuntimeError, match="already registered"):
+            register()
+    finally:
+        FRAMEWORK_REGISTRY._registry["twin_brain"] = TwinBrain
+
+
+def test_submodule_paths(model):
+    names = {name for name, _ in model.named_children()}
+    assert {"left_brain", "right_brain", "state_encoder", "action_model"} <= names
+    assert model.qwen_vl_interface is model.right_brain
+    assert not any(k.startswith("backbone.") for k in model.state_dict())
+
+
+def test_forward_returns_scalar_action_loss(model):
+    model.train()
+    out = model(examples())
+    assert set(out) == {"action_loss"} and out["action_loss"].ndim == 0
+    assert torch.isfinite(out["action_loss"])
+    out["action_loss"].backward()
+    assert all(p.grad is None for p in model.left_brain.parameters())
+    assert model.right_brain.language_model.layers[0].self_attn.q_proj.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+
+
+def test_predict_action_contract(model):
+    model.eval()
+    torch.manual_seed(0)
+    out = model.predict_action(examples(with_action=False), use_ddim=True, num_ddim_steps=10, unnorm_key="x")
+    actions = out["normalized_actions"]
+    assert isinstance(actions, np.ndarray) and actions.dtype == np.float32
+    assert actions.shape == (3, HORIZON, ACTION_DIM) and np.isfinite(actions).all()
+
+
+def test_vlm_pair_runs_once_per_observation(model):
+    """Both brains run once per predict_action call, whatever the number of Euler steps."""
+    calls = {"left": 0, "right": 0}
+    hooks = [
+        model.left_brain.model.register_forward_hook(lambda *a: calls.__setitem__("left", calls["left"] + 1)),
+        model.right_brain.register_forward_hook(lambda *a: calls.__setitem__("right", calls["right"] + 1)),
+    ]
+    try:
+        model.predict_action(examples(n=2, with_action=False))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls == {"left": 1, "right": 1}
+
+
+def test_checkpoint_stores_left_by_reference_and_reloads(model, tiny_vlm):
+    state = model.state_dict()
+    assert not any(k.startswith("left_brain.") for k in state)
+    assert "left_brain_reference" in state
+    n_full = sum(p.numel() for p in model.parameters())
+    n_saved = sum(v.numel() for k, v in state.items() if k != "left_brain_reference")
+    n_left = sum(p.numel() for p in model.left_brain.parameters())
+    assert n_saved == n_full - n_left
+
+    torch.manual_seed(123)  # a differently initialised model: loading must make it identical
+    other = TwinBrain(make_config(tiny_vlm))
+    other.load_state_dict(copy.deepcopy(state), strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, other.state_dict()[key]), key
+    model.eval(), other.eval()
+    torch.manual_seed(7)
+    a = model.predict_action(examples(with_action=False))["normalized_actions"]
+    torch.manual_seed(7)
+    b = other.predict_action(examples(with_action=False))["normalized_actions"]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_reference_to_another_base_is_refused(model, tmp_path):
+    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
+
+    other_base = make_tiny_vlm(tmp_path / "other-Qwen2.5-VL", family="qwen2_5_vl", seed=99)
+    other = TwinBrain(make_config(str(other_base)))
+    with pytest.raises(ValueError, match=r"left_brain_reference.*framework\.qwenvl\.base_vlm"):
+        other.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_self_contained_copy(tiny_vlm):
+    torch.manual_seed(0)
+    copy_model = TwinBrain(make_config(tiny_vlm, left_brain_storage="copy"))
+    state = copy_model.state_dict()
+    assert any(k.startswith("left_brain.") for k in state) and "left_brain_reference" not in state
+    copy_model.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------- bad configuration and input
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("framework.twinbrain.conditon", "all_tokens", r"framework\.twinbrain\.conditon is not a TwinBrain option\. Did you mean framework\.twinbrain\.condition\?"),
+        ("framework.twinbrain.condition", "cls", r"framework\.twinbrain\.condition='cls': expected one of all_tokens \| action_queries"),
+        ("framework.twinbrain.num_state_tokens", 0, r"framework\.twinbrain\.num_state_tokens=0: expected a positive integer"),
+        ("framework.twinbrain.freeze_right_vision", "no", r"framework\.twinbrain\.freeze_right_vision='no': expected true or false"),
+        ("framework.qwenvl.attn_implementation", "sdpa2", r"framework\.qwenvl\.attn_implementation='sdpa2'.*eager \| sdpa \| flash_attention_2"),
+        ("framework.qwenvl.base_vlm", None, r"framework\.qwenvl\.base_vlm is missing"),
+        ("datasets.vla_data.include_state", "yes", r"datasets\.vla_data\.include_state='yes': expected true or false"),
+    ],
+)
+def test_bad_config_names_the_key(tiny_vlm, key, value, message):
+    cfg = make_config(tiny_vlm)
+    OmegaConf.update(cfg, key, value, force_add=True)
+    with pytest.raises(ValueError, match=message):
+        TwinBrain(cfg)
+
+
+def test_action_of_wrong_shape(model):
+    bad = examples(n=1)
+    bad[0]["action"] = np.zeros((HORIZON + 1, ACTION_DIM), dtype=np.float16)
+    with pytest.raises(ValueError, match=rf"examples\[0\]\['action'\]: expected shape \[{HORIZON}, {ACTION_DIM}\].*got \[{HORIZON + 1}, {ACTION_DIM}\]"):
+        model(bad)
+
+
+def test_missing_state_when_included(model):
+    bad = examples(n=2)
+    del bad[1]["state"]
+    with pytest.raises(ValueError, match=r"examples\[1\] have no 'state' but datasets\.vla_data\.include_state is true"):
+        model(bad)
