@@ -15,6 +15,7 @@ commands:
                   otherwise through the embedded runtime (same YAML schema, run directory and checkpoints)
   make-tiny-vlm   write a tiny random Qwen2.5-VL / Qwen3-VL checkpoint (tokenizer, processor, chat template)
                   for offline tests and CPU demos; no network needed
+  make-dataset    write a small LeRobot v3.0 dataset whose actions are learnable from the images (needs lerobot)
 """
 
 TRAIN_DESCRIPTION = """\
@@ -86,6 +87,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_dataset(args: argparse.Namespace) -> int:
+    from .runtime.synthetic import make_synthetic_dataset
+
+    path = make_synthetic_dataset(args.out, num_episodes=args.episodes, episode_length=args.length,
+                                  image_size=args.image_size, seed=args.seed)
+    print(f"LeRobot v3.0 dataset written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="starvla", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--num-heads", type=int, default=4)
     tiny.add_argument("--num-kv-heads", type=int, default=2)
     tiny.set_defaults(func=_make_tiny_vlm)
+
+    data = sub.add_parser("make-dataset", help="write a small learnable LeRobot v3.0 dataset (needs lerobot)",
+                          description="Write a LeRobot v3.0 dataset (one camera, 7-d state and action, task strings) "
+                          "whose actions a policy can learn from the images: a proportional controller towards a "
+                          "coloured target drawn in the image. Written with lerobot's LeRobotDataset.")
+    data.add_argument("out", help="output folder (its name is the dataset name, e.g. runs/data/synthetic)")
+    data.add_argument("--episodes", type=int, default=16)
+    data.add_argument("--length", type=int, default=30, help="frames per episode")
+    data.add_argument("--image-size", type=int, default=64)
+    data.add_argument("--seed", type=int, default=0)
+    data.set_defaults(func=_make_dataset)
     return parser
 
 

@@ -89,6 +89,28 @@ def _plot_loss(run_dir: Path, steps: list[int], losses: list[float]) -> None:
     tmp.replace(run_dir / "loss_curve.png")
 
 
+def dataset_from_config(cfg) -> tuple[Dataset, dict]:
+    """``datasets.vla_data``: the LeRobot dataset at ``data_root_dir / data_mix`` (a folder), and its statistics."""
+    from .data import LeRobotVLADataset
+
+    vla = cfg.datasets.vla_data
+    for key in ("data_root_dir", "data_mix"):
+        if OmegaConf.select(vla, key) is None:
+            raise ValueError(f"datasets.vla_data.{key} is missing: the embedded runtime reads data_root_dir/data_mix")
+    size = OmegaConf.select(vla, "obs_image_size", default=224)
+    include_state = bool(OmegaConf.select(vla, "include_state", default=False))
+    dataset = LeRobotVLADataset(
+        Path(vla.data_root_dir) / str(vla.data_mix),
+        action_horizon=int(cfg.framework.action_model.action_horizon),
+        include_state=include_state,
+        image_size=tuple(size) if not isinstance(size, int) else size,
+        normalization=OmegaConf.select(vla, "normalization", default="q99"),
+        expected_action_dim=int(cfg.framework.action_model.action_dim),
+        expected_state_dim=OmegaConf.select(cfg, "framework.action_model.state_dim") if include_state else None,
+    )
+    return dataset, dataset.statistics
+
+
 def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Accelerator | None = None) -> TrainResult:
     """Train the framework named by ``cfg.framework.name`` on ``dataset`` (items: starVLA example dicts)."""
     register()

@@ -1,0 +1,156 @@
+"""LeRobot v3.0 datasets → starVLA training examples, through the ``lerobot`` package's ``LeRobotDataset``.
+
+One example: ``{"image": [PIL RGB, one per camera], "lang": task, "action": float16 [T, action_dim] normalised,
+"state": float16 [1, state_dim] normalised (when include_state)}``. The action chunk starts at the current frame
+(delta timestamps 0, 1/fps, ..., (T-1)/fps); past the end of an episode lerobot repeats the last action.
+
+Normalisation as starVLA: "q99" maps [q01, q99] to [-1, 1] and clips; "min_max" maps [min, max] to [-1, 1]. The
+statistics are lerobot's own (computed once when the dataset was written, ``meta/stats.json``). They are saved in
+the run's ``dataset_statistics.json`` in starVLA's layout, where the policy server reads them to un-normalise::
+
+    {"<unnorm_key>": {"action": {"min": [D], "max": [D], "mean": [D], "std": [D], "q01": [D], "q99": [D],
+                                 "mask": [D]},
+                      "state": {...}, "num_transitions": N, "num_trajectories": E}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+Normalization = Literal["q99", "min_max"]
+STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")
+
+
+def _bounds(stats: dict, mode: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    if mode not in ("q99", "min_max"):
+        raise ValueError(f"normalization={mode!r}: expected q99 | min_max")
+    low, high = ("q01", "q99") if mode == "q99" else ("min", "max")
+    return np.asarray(stats[low], dtype=np.float32), np.asarray(stats[high], dtype=np.float32)
+
+
+def normalize(x: np.ndarray, stats: dict, mode: Normalization = "q99") -> np.ndarray:
+    """[low, high] → [-1, 1], clipped; dimensions with ``mask`` False or zero range pass through unchanged."""
+    low, high = _bounds(stats, mode)
+    mask = np.asarray(stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool) & (high > low)
+    scaled = np.clip(2 * (x - low) / np.where(mask, high - low, 1) - 1, -1, 1)
+    return np.where(mask, scaled, x).astype(np.float32)
+
+
+def unnormalize(x: np.ndarray, stats: dict, mode: Normalization = "q99") -> np.ndarray:
+    """Inverse of :func:`normalize` on its range: [-1, 1] → [low, high]."""
+    low, high = _bounds(stats, mode)
+    mask = np.asarray(stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool) & (high > low)
+    return np.where(mask, (np.clip(x, -1, 1) + 1) / 2 * (high - low) + low, x).astype(np.float32)
+
+
+def save_statistics(statistics: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(statistics, indent=2))
+
+
+def load_statistics(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+class LeRobotVLADataset(Dataset):
+    """A local LeRobot v3.0 dataset as starVLA examples. Never touches the network.
+
+    Args:
+        root: the dataset folder (``meta/info.json``, ``data/``, ...).
+        action_horizon: T, the action chunk length (``framework.action_model.action_horizon``).
+        include_state: add ``"state"`` (``datasets.vla_data.include_state``).
+        image_keys: camera features to use, in order (default: all of the dataset's cameras).
+        expected_action_dim / expected_state_dim: the config's sizes, checked against the data.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        action_horizon: int,
+        include_state: bool,
+        image_keys: list[str] | None = None,
+        state_key: str = "observation.state",
+        action_key: str = "action",
+        image_size: tuple[int, int] | int = 224,
+        normalization: Normalization = "q99",
+        unnorm_key: str | None = None,
+        expected_action_dim: int | None = None,
+        expected_state_dim: int | None = None,
+    ):
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+        self.root = Path(root)
+        where = f"dataset {self.root}"
+        if not (self.root / "meta" / "info.json").is_file():
+            raise FileNotFoundError(f"{where}: not a LeRobot dataset (no meta/info.json); check datasets.vla_data.data_root_dir / data_mix")
+        if not isinstance(action_horizon, int) or action_horizon < 1:
+            raise ValueError(f"framework.action_model.action_horizon={action_horizon!r}: expected a positive integer")
+        repo_id = f"local/{self.root.name}"
+        meta = LeRobotDatasetMetadata(repo_id, root=self.root)
+        features = meta.features
+        cameras = list(image_keys) if image_keys else list(meta.camera_keys)
+        required = [action_key, *cameras] + ([state_key] if include_state else [])
+        for key in required:
+            if key not in features:
+                raise ValueError(f"{where} has no feature {key!r} (it has: {', '.join(features)})")
+        if not cameras:
+            raise ValueError(f"{where} has no camera feature: TwinBrain needs at least one image")
+        self.action_dim = int(features[action_key]["shape"][0])
+        if expected_action_dim is not None and expected_action_dim != self.action_dim:
+            raise ValueError(f"framework.action_model.action_dim={expected_action_dim} but {where} has "
+                             f"{action_key!r} of size {self.action_dim}")
+        self.state_dim = int(features[state_key]["shape"][0]) if include_state else None
+        if include_state and expected_state_dim is not None and expected_state_dim != self.state_dim:
+            raise ValueError(f"framework.action_model.state_dim={expected_state_dim} but {where} has "
+                             f"{state_key!r} of size {self.state_dim}")
+
+        fps = meta.fps
+        self.dataset = LeRobotDataset(repo_id, root=self.root,
+                                      delta_timestamps={action_key: [i / fps for i in range(action_horizon)]})
+        self.cameras, self.state_key, self.action_key = cameras, state_key, action_key
+        self.include_state, self.normalization = include_state, normalization
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.unnorm_key = unnorm_key or self.root.name
+        self.statistics = self._statistics(meta)
+
+    def _statistics(self, meta) -> dict:
+        def pick(key: str) -> dict:
+            stats = meta.stats[key]
+            out = {name: np.asarray(stats[name], dtype=np.float64).reshape(-1).tolist() for name in STAT_NAMES}
+            out["mask"] = [True] * len(out["min"])
+            return out
+
+        entry = {"action": pick(self.action_key), "num_transitions": int(meta.total_frames),
+                 "num_trajectories": int(meta.total_episodes)}
+        if self.include_state:
+            entry["state"] = pick(self.state_key)
+        return {self.unnorm_key: entry}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        stats = self.statistics[self.unnorm_key]
+        images = []
+        for key in self.cameras:
+            chw = item[key]  # float [3, H, W] in [0, 1]
+            hwc = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            image = Image.fromarray(hwc)
+            images.append(image if image.size == self.image_size else image.resize(self.image_size, Image.BILINEAR))
+        action = normalize(item[self.action_key].numpy(), stats["action"], self.normalization)
+        example = {"image": images, "lang": item["task"], "action": action.astype(np.float16)}
+        if self.include_state:
+            state = normalize(item[self.state_key].numpy(), stats["state"], self.normalization)
+            example["state"] = state[None].astype(np.float16)
+        return example

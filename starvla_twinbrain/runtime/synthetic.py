@@ -1,0 +1,71 @@
+"""A small LeRobot v3.0 dataset whose actions are learnable from the observation, written with lerobot itself.
+
+Each episode has a target on a table: the camera image shows a coloured square at the target, the state is the
+gripper position (x, y) plus the target's colour code and padding, and the action is a proportional controller::
+
+    action[:2] = clip(gain * (target - position), -1, 1);  action[2:6] = 0;  action[6] = +1 if near target else -1
+    position  += 0.1 * action[:2]
+
+so a policy that reads the target from the image and the position from the state can reproduce it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+TASKS = ["move to the red square", "move to the green square", "move to the blue square"]
+COLOURS = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230]], dtype=np.uint8)
+
+
+def _render(target: np.ndarray, colour: np.ndarray, size: int) -> np.ndarray:
+    image = np.full((size, size, 3), 235, dtype=np.uint8)
+    cx, cy = ((target + 1) / 2 * (size - 1)).astype(int)
+    half = max(size // 10, 2)
+    image[max(cy - half, 0): cy + half + 1, max(cx - half, 0): cx + half + 1] = colour
+    return image
+
+
+def make_synthetic_dataset(
+    root: str | Path,
+    *,
+    num_episodes: int = 16,
+    episode_length: int = 30,
+    image_size: int = 64,
+    state_dim: int = 7,
+    action_dim: int = 7,
+    fps: int = 10,
+    seed: int = 0,
+) -> Path:
+    """Write the dataset to ``root`` (images stored as frames, no video encoding) and return ``root``."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    if state_dim < 3 or action_dim < 7:
+        raise ValueError("make_synthetic_dataset: needs state_dim >= 3 and action_dim >= 7")
+    root = Path(root)
+    features = {
+        "observation.images.cam": {"dtype": "image", "shape": (image_size, image_size, 3),
+                                   "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": None},
+        "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
+    }
+    dataset = LeRobotDataset.create(f"local/{root.name}", fps=fps, features=features, root=root, use_videos=False)
+    rng = np.random.default_rng(seed)
+    for episode in range(num_episodes):
+        kind = episode % len(TASKS)
+        target = rng.uniform(-0.7, 0.7, 2).astype(np.float32)
+        position = rng.uniform(-0.9, 0.9, 2).astype(np.float32)
+        image = _render(target, COLOURS[kind], image_size)
+        for _ in range(episode_length):
+            action = np.zeros(action_dim, dtype=np.float32)
+            action[:2] = np.clip(3.0 * (target - position), -1, 1)
+            action[6] = 1.0 if np.linalg.norm(target - position) < 0.1 else -1.0
+            state = np.zeros(state_dim, dtype=np.float32)
+            state[:2], state[2] = position, kind
+            dataset.add_frame({"observation.images.cam": image, "observation.state": state, "action": action,
+                               "task": TASKS[kind]})
+            position = np.clip(position + 0.1 * action[:2], -1, 1)
+        dataset.save_episode()
+    dataset.finalize()
+    return root
