@@ -25,6 +25,10 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        # LeRobot v3.0 datasets for the embedded trainer; lerobot 0.6 needs Python >= 3.12 and transformers 5.x.
+        "lerobot": ['lerobot[dataset]==0.6.1; python_version >= "3.12"'],
+    },
     entry_points={"console_scripts": ["starvla=starvla_twinbrain.cli:main"]},
 )

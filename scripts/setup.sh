@@ -1,14 +1,41 @@
 #!/usr/bin/env bash
-# Create .venv with the CPU stack and this package (editable).
-#   VENV=path  where to create it (default .venv)
-#   TRANSFORMERS="transformers==4.57.6"  pin another transformers line (starVLA pins 4.57)
+# Create a virtual environment with this package (editable) and its test tools.
+#   default          .venv on Python 3.12: torch, transformers 5.x, lerobot[dataset]==0.6.1 (LeRobot v3.0 data)
+#   STACK=tf457      .venv-tf457 on Python 3.11: torch 2.13 CPU build, transformers 4.57.6 (starVLA's pin), no lerobot
+#   VENV=path        where to create it;  PYTHON=...  which interpreter
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
-PYTHON=${PYTHON:-python3.11}
+
+find_python() {  # first interpreter of version $1 among PATH and pyenv's installs
+  local c
+  for c in "python$1" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/"python$1"; do
+    if "$c" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$1'.split('.')))" >/dev/null 2>&1; then
+      echo "$c"; return 0
+    fi
+  done
+  return 1
+}
+
+STACK=${STACK:-main}
+if [ "$STACK" = tf457 ]; then
+  VENV=${VENV:-.venv-tf457}
+  PYTHON=${PYTHON:-$(find_python 3.11)}
+  EXTRAS="test"
+  PINS=("torch==2.13.0" "transformers==4.57.6")   # 2.13.0: the small CPU build on these machines
+else
+  VENV=${VENV:-.venv}
+  PYTHON=${PYTHON:-$(find_python 3.12 || true)}
+  EXTRAS="test,lerobot"
+  PINS=()
+  if [ -z "$PYTHON" ]; then  # lerobot 0.6 needs Python >= 3.12; without it the LeRobot tests skip
+    echo "setup: no Python 3.12 found; installing on 3.11 without lerobot (LeRobot data tests will skip)" >&2
+    PYTHON=$(find_python 3.11); EXTRAS="test"; PINS=("torch==2.13.0")
+  fi
+fi
+
+echo "setup: $VENV with $("$PYTHON" --version) ($PYTHON), extras [$EXTRAS] ${PINS[*]:-}"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
-# torch first and pinned: on CPU machines 2.13.0 is the small CPU build; other torch>=2.4 work too.
-"$VENV/bin/pip" install -q "${TORCH:-torch==2.13.0}"
-"$VENV/bin/pip" install -q -e ".[test]" ${TRANSFORMERS:+"$TRANSFORMERS"}
+# Resolved in one go so that the transformers pin and huggingface-hub agree.
+"$VENV/bin/pip" install -q ${PINS[@]+"${PINS[@]}"} -e ".[$EXTRAS]"
 "$VENV/bin/python" -c "import torch, transformers; print('ready:', '$VENV', 'torch', torch.__version__, 'transformers', transformers.__version__)"

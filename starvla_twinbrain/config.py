@@ -104,6 +104,42 @@ class TwinBrainOptions:
         _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
 
 
+# framework.action_model defaults: those of starVLA's QwenGR00T, so a QwenGR00T YAML switched to TwinBrain builds
+# the same head (and starVLA's DiT, which would otherwise default to sinusoidal block embeddings, agrees).
+ACTION_MODEL_DEFAULTS = {
+    "action_model_type": "DiT-B",
+    "hidden_size": 1024,
+    "add_pos_embed": True,
+    "max_seq_len": 1024,
+    "repeated_diffusion_steps": 8,
+    "noise_beta_alpha": 1.5,
+    "noise_beta_beta": 1.0,
+    "noise_s": 0.999,
+    "num_timestep_buckets": 1000,
+    "num_inference_timesteps": 4,
+    "num_target_vision_tokens": 32,
+    "diffusion_model_cfg": {
+        "dropout": 0.2,
+        "final_dropout": True,
+        "interleave_self_attention": True,
+        "norm_type": "ada_norm",
+        "num_layers": 16,
+        "output_dim": 1024,
+        "positional_embeddings": None,
+    },
+}
+
+
+def _with_defaults(section: dict, defaults: dict) -> dict:
+    merged = dict(section)
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            merged[key] = _with_defaults(merged.get(key) or {}, value)
+        else:
+            merged.setdefault(key, value)
+    return merged
+
+
 @dataclass(frozen=True)
 class TwinBrainConfig:
     backbone: BackboneConfig
@@ -125,7 +161,7 @@ class TwinBrainConfig:
         action_model = select("framework.action_model")
         if not isinstance(action_model, DictConfig):
             raise ValueError("framework.action_model is missing: TwinBrain needs the action head's section")
-        action_model = OmegaConf.to_container(action_model, resolve=True)
+        action_model = _with_defaults(OmegaConf.to_container(action_model, resolve=True), ACTION_MODEL_DEFAULTS)
         for key in ("action_dim", "action_horizon"):
             if key not in action_model:
                 raise ValueError(f"framework.action_model.{key} is missing")
@@ -161,6 +197,7 @@ class TwinBrainConfig:
 
         with open_dict(cfg):
             cfg.framework.twinbrain = OmegaConf.create(asdict(self.options))
+            cfg.framework.action_model = OmegaConf.merge(cfg.framework.action_model, self.action_model)
 
 
 def _build_dataclass(kind, raw: dict, prefix: str):

@@ -1,13 +1,15 @@
-"""The built-in GR00T-style flow-matching DiT action head (used where starVLA's own head is not available).
+"""The built-in GR00T-style flow-matching DiT action head, used where starVLA's own head is not importable.
 
-Same design and call API as starVLA's ``GR00T_ActionHeader``::
+It has the design, the call API **and the state-dict layout** of starVLA's ``GR00T_ActionHeader`` (commit
+0ed0aad), so a checkpoint trained with either head loads into the other with ``strict=True``; the host-check test
+(``tests/host/``) compares the two numerically where starVLA is installed::
 
-    state [B,1,S] ─► state MLP ──────────┐
-    future tokens (learned) [N] ─────────┤
-    x_t [B,T,D], t ─► action encoder ────┴─► tokens ─► DiT blocks ─► action decoder ─► velocity [B,T,D]
-                                                        │  timestep-conditioned adaptive LayerNorm
-                              condition [B,L,C] + mask ─┘  even blocks: cross-attention to the condition,
-                                                           odd blocks: self-attention (interleave_self_attention)
+    state [B,1,S] ─► state_encoder ───────────┐
+    future_tokens (learned) [N] ──────────────┤
+    x_t [B,T,D], t ─► action_encoder (+pos) ──┴─► tokens ─► model (DiT) ─► action_decoder ─► velocity [B,T,D]
+                                                             │  blocks: adaptive LayerNorm on the timestep,
+                                   condition [B,L,C] + mask ─┘  even: cross-attention to the condition,
+                                                                odd: self-attention (interleave_self_attention)
 
 Training: ``head(condition, actions, state, encoder_attention_mask=mask)`` → MSE(v̂, a − ε) (the framework repeats
 the batch ``repeated_diffusion_steps`` times). Inference: ``head.predict_action(condition, state, mask)`` runs
@@ -26,56 +28,71 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
-from diffusers.models.normalization import AdaLayerNorm
+from diffusers.models.embeddings import SinusoidalPositionalEmbedding, TimestepEmbedding, Timesteps
 from torch import nn
 
 from .flow_matching import euler_integrate, interpolate, sample_time, velocity_target
 
 logger = logging.getLogger(__name__)
 
-# starVLA's sizes: width, heads, head dim.
+# starVLA's DiT sizes: width (input_embedding_dim), heads, head dim.
 DIT_SIZES = {"DiT-B": (768, 12, 64), "DiT-L": (1536, 32, 48)}
 
 
 @dataclass(frozen=True)
 class ActionHeadConfig:
-    """``framework.action_model`` (with ``diffusion_model_cfg`` flattened in). Errors name the YAML key."""
+    """``framework.action_model`` with ``diffusion_model_cfg`` flattened in; the defaults are starVLA's QwenGR00T
+    defaults. Errors name the YAML key."""
 
     action_dim: int
     action_horizon: int
     cross_attention_dim: int
     state_dim: int | None = None
     action_model_type: str = "DiT-B"
-    num_attention_heads: int | None = None  # overrides the type's size (tiny heads for CPU)
-    attention_head_dim: int | None = None
     hidden_size: int = 1024  # MLP width of the state encoder and action decoder
-    num_layers: int = 16
-    dropout: float = 0.2
-    final_dropout: bool = True
-    interleave_self_attention: bool = True
-    norm_type: str = "ada_norm"
+    add_pos_embed: bool = True
+    max_seq_len: int = 1024
     noise_beta_alpha: float = 1.5
     noise_beta_beta: float = 1.0
     noise_s: float = 0.999
     num_timestep_buckets: int = 1000
     num_inference_timesteps: int = 4
     num_target_vision_tokens: int = 32
-    add_pos_embed: bool = True
-    max_seq_len: int = 1024
-    time_distribution: Literal["beta", "uniform"] = "beta"
+    time_distribution: Literal["beta", "uniform"] = "beta"  # built-in head only; starVLA's head samples Beta
+    # diffusion_model_cfg
+    num_layers: int = 16
+    output_dim: int = 1024
+    dropout: float = 0.2
+    final_dropout: bool = True
+    interleave_self_attention: bool = True
+    norm_type: str = "ada_norm"
+    positional_embeddings: str | None = None
+    max_num_positional_embeddings: int = 512
+    num_attention_heads: int | None = None  # default: the type's; heads × head dim must equal its width
+    attention_head_dim: int | None = None
+    attention_bias: bool = True
+    activation_fn: str = "gelu-approximate"
+    norm_eps: float = 1e-5
 
     def __post_init__(self):
-        for key in ("action_dim", "action_horizon", "cross_attention_dim", "hidden_size", "num_layers",
+        for key in ("action_dim", "action_horizon", "cross_attention_dim", "hidden_size", "num_layers", "output_dim",
                     "num_timestep_buckets", "num_inference_timesteps", "num_target_vision_tokens", "max_seq_len"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"framework.action_model.{key}={value!r}: expected a positive integer")
-        if self.action_model_type not in DIT_SIZES and not (self.num_attention_heads and self.attention_head_dim):
+        if self.action_model_type not in DIT_SIZES:
             raise ValueError(f"framework.action_model.action_model_type={self.action_model_type!r}: expected one of "
-                             f"{' | '.join(DIT_SIZES)} (or set diffusion_model_cfg.num_attention_heads and attention_head_dim)")
+                             f"{' | '.join(DIT_SIZES)}")
+        width, heads, head_dim = self.size
+        if heads * head_dim != width:
+            raise ValueError(
+                f"framework.action_model.diffusion_model_cfg: num_attention_heads × attention_head_dim = "
+                f"{heads} × {head_dim} must equal the {self.action_model_type} width {width}")
         if self.norm_type != "ada_norm":
             raise ValueError(f"framework.action_model.diffusion_model_cfg.norm_type={self.norm_type!r}: expected ada_norm")
+        if self.positional_embeddings not in (None, "sinusoidal"):
+            raise ValueError(f"framework.action_model.diffusion_model_cfg.positional_embeddings="
+                             f"{self.positional_embeddings!r}: expected null or sinusoidal")
         if self.time_distribution not in ("beta", "uniform"):
             raise ValueError(f"framework.action_model.time_distribution={self.time_distribution!r}: expected beta | uniform")
         if self.add_pos_embed and self.action_horizon > self.max_seq_len:
@@ -84,9 +101,8 @@ class ActionHeadConfig:
     @property
     def size(self) -> tuple[int, int, int]:
         """(width, heads, head dim) of the DiT."""
-        if self.num_attention_heads and self.attention_head_dim:
-            return self.num_attention_heads * self.attention_head_dim, self.num_attention_heads, self.attention_head_dim
-        return DIT_SIZES[self.action_model_type]
+        width, heads, head_dim = DIT_SIZES[self.action_model_type]
+        return width, self.num_attention_heads or heads, self.attention_head_dim or head_dim
 
     @classmethod
     def from_section(cls, section: dict) -> "ActionHeadConfig":
@@ -98,58 +114,131 @@ class ActionHeadConfig:
         return cls(**{k: v for k, v in section.items() if k in known})
 
 
-class _MLP(nn.Sequential):
+def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[..., dim]`` = [sin(p·ω), cos(p·ω)], ω_i = 10000^(−i / (dim/2)): the action encoder's time features."""
+    half = dim // 2
+    omega = torch.exp(-torch.arange(half, dtype=torch.float32, device=positions.device)
+                      * (torch.log(torch.tensor(10000.0)) / half))
+    angles = positions.float()[..., None] * omega
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class MLP(nn.Module):
     def __init__(self, d_in: int, d_hidden: int, d_out: int):
-        super().__init__(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_out))
-
-
-class _Block(nn.Module):
-    """Adaptive-norm attention (cross to the condition, or self) + feed-forward, both residual."""
-
-    def __init__(self, width: int, heads: int, head_dim: int, cross_dim: int | None, dropout: float, final_dropout: bool):
         super().__init__()
-        self.norm1 = AdaLayerNorm(width, output_dim=2 * width, chunk_dim=1)
-        self.attn = Attention(query_dim=width, cross_attention_dim=cross_dim, heads=heads, dim_head=head_dim,
-                              dropout=dropout, bias=True, out_bias=True)
-        self.norm2 = nn.LayerNorm(width, elementwise_affine=False)
-        self.ff = FeedForward(width, dropout=dropout, activation_fn="gelu-approximate", final_dropout=final_dropout)
-        self.is_cross = cross_dim is not None
+        self.layer1 = nn.Linear(d_in, d_hidden)
+        self.layer2 = nn.Linear(d_hidden, d_out)
 
-    def forward(self, x, temb, condition, condition_bias):
-        h = self.norm1(x, temb=temb)
-        if self.is_cross:
-            h = self.attn(h, encoder_hidden_states=condition, attention_mask=condition_bias)
-        else:
-            h = self.attn(h)
+    def forward(self, x):
+        return self.layer2(F.relu(self.layer1(x)))
+
+
+class ActionEncoder(nn.Module):
+    """Noisy actions + time bucket → tokens: W3 · swish(W2 · [W1·a ; sinusoid(t)])."""
+
+    def __init__(self, action_dim: int, width: int):
+        super().__init__()
+        self.layer1 = nn.Linear(action_dim, width)
+        self.layer2 = nn.Linear(2 * width, width)
+        self.layer3 = nn.Linear(width, width)
+
+    def forward(self, actions: torch.Tensor, t_bucket: torch.Tensor) -> torch.Tensor:
+        a = self.layer1(actions)
+        tau = sinusoid(t_bucket[:, None].expand(-1, actions.shape[1]), a.shape[-1]).to(a.dtype)
+        return self.layer3(F.silu(self.layer2(torch.cat([a, tau], dim=-1))))
+
+
+class TimestepEncoder(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=1)
+        self.timestep_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=width)
+
+    def forward(self, t_bucket: torch.Tensor) -> torch.Tensor:
+        dtype = self.timestep_embedder.linear_1.weight.dtype
+        return self.timestep_embedder(self.time_proj(t_bucket).to(dtype))
+
+
+class AdaNorm(nn.Module):
+    """LayerNorm (no affine) scaled and shifted by the timestep embedding: norm(x)·(1 + scale) + shift."""
+
+    def __init__(self, width: int, eps: float = 1e-5):
+        super().__init__()
+        self.linear = nn.Linear(width, 2 * width)
+        self.norm = nn.LayerNorm(width, eps, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.linear(F.silu(temb)).chunk(2, dim=1)
+        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+
+
+class DiTBlock(nn.Module):
+    """Adaptive-norm attention (to the condition, or self) + feed-forward, both residual."""
+
+    def __init__(self, c: ActionHeadConfig, cross_dim: int | None):
+        super().__init__()
+        width, heads, head_dim = c.size
+        self.norm1 = AdaNorm(width, c.norm_eps)
+        self.pos_embed = (SinusoidalPositionalEmbedding(width, max_seq_length=c.max_num_positional_embeddings)
+                          if c.positional_embeddings == "sinusoidal" else None)
+        self.attn1 = Attention(query_dim=width, heads=heads, dim_head=head_dim, dropout=c.dropout,
+                               bias=c.attention_bias, cross_attention_dim=cross_dim, out_bias=True)
+        self.norm3 = nn.LayerNorm(width, c.norm_eps, elementwise_affine=False)
+        self.ff = FeedForward(width, dropout=c.dropout, activation_fn=c.activation_fn, final_dropout=c.final_dropout)
+        self.final_dropout = nn.Dropout(c.dropout) if c.final_dropout else None
+
+    def forward(self, x, temb, condition=None, condition_mask=None):
+        h = self.norm1(x, temb)
+        if self.pos_embed is not None:
+            h = self.pos_embed(h)
+        h = self.attn1(h, encoder_hidden_states=condition, attention_mask=condition_mask)
+        if self.final_dropout is not None:
+            h = self.final_dropout(h)
         x = x + h
-        return x + self.ff(self.norm2(x))
+        return x + self.ff(self.norm3(x))
+
+
+class DiT(nn.Module):
+    def __init__(self, c: ActionHeadConfig):
+        super().__init__()
+        width = c.size[0]
+        self.interleave_self_attention = c.interleave_self_attention
+        self.timestep_encoder = TimestepEncoder(width)
+        self.transformer_blocks = nn.ModuleList(
+            DiTBlock(c, None if self._is_self_attention(i) else c.cross_attention_dim) for i in range(c.num_layers))
+        self.norm_out = nn.LayerNorm(width, eps=1e-6, elementwise_affine=False)
+        self.proj_out_1 = nn.Linear(width, 2 * width)
+        self.proj_out_2 = nn.Linear(width, c.output_dim)
+
+    def _is_self_attention(self, index: int) -> bool:
+        return self.interleave_self_attention and index % 2 == 1
+
+    def forward(self, tokens, condition, condition_mask, t_bucket):
+        temb = self.timestep_encoder(t_bucket)
+        x = tokens
+        for i, block in enumerate(self.transformer_blocks):
+            if self._is_self_attention(i):
+                x = block(x, temb)
+            else:
+                x = block(x, temb, condition, condition_mask)
+        shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=1)
+        return self.proj_out_2(self.norm_out(x) * (1 + scale[:, None]) + shift[:, None])
 
 
 class FlowMatchingActionHead(nn.Module):
     def __init__(self, config: ActionHeadConfig):
         super().__init__()
         self.config = config
-        width, heads, head_dim = config.size
-        self.state_encoder = _MLP(config.state_dim, config.hidden_size, width) if config.state_dim else None
-        self.action_in = nn.Linear(config.action_dim, width)
-        self.action_time = nn.Linear(2 * width, width)  # [action; sinusoidal t] → width (GR00T's action encoder)
-        self.action_out = nn.Linear(width, width)
-        self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=1)
+        width = config.size[0]
+        self.model = DiT(config)
+        self.state_encoder = MLP(config.state_dim, config.hidden_size, width) if config.state_dim else None
+        self.action_encoder = ActionEncoder(config.action_dim, width)
+        self.action_decoder = MLP(config.output_dim, config.hidden_size, config.action_dim)
         self.future_tokens = nn.Embedding(config.num_target_vision_tokens, width)
         nn.init.normal_(self.future_tokens.weight, std=0.02)
-        self.position_embedding = nn.Embedding(config.max_seq_len, width) if config.add_pos_embed else None
-        if self.position_embedding is not None:
+        if config.add_pos_embed:
+            self.position_embedding = nn.Embedding(config.max_seq_len, width)
             nn.init.normal_(self.position_embedding.weight, std=0.02)
-        self.timestep_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)
-        self.timestep_embedding = TimestepEmbedding(256, width)
-        self.blocks = nn.ModuleList(
-            _Block(width, heads, head_dim,
-                   None if (config.interleave_self_attention and i % 2 == 1) else config.cross_attention_dim,
-                   config.dropout, config.final_dropout)
-            for i in range(config.num_layers)
-        )
-        self.norm_out = AdaLayerNorm(width, output_dim=2 * width, chunk_dim=1)
-        self.action_decoder = _MLP(width, config.hidden_size, config.action_dim)
 
     # ------------------------------------------------------------------ checks
     def _check(self, condition, state, actions=None):
@@ -160,53 +249,45 @@ class FlowMatchingActionHead(nn.Module):
         if actions is not None and (actions.ndim != 3 or actions.shape[1:] != (c.action_horizon, c.action_dim)):
             raise ValueError(f"actions: expected [B, {c.action_horizon}, {c.action_dim}] "
                              f"(framework.action_model.action_horizon, action_dim), got {list(actions.shape)}")
-        if (state is None) != (self.state_encoder is None):
-            raise ValueError("state: the head was built with framework.action_model.state_dim="
-                             f"{c.state_dim} but got {'no state' if state is None else 'a state'}")
+        if state is not None and self.state_encoder is None:
+            raise ValueError("state: got a state but the head was built without one (framework.action_model.state_dim "
+                             "is not set)")
         if state is not None and (state.ndim != 3 or state.shape[1:] != (1, c.state_dim)):
             raise ValueError(f"state: expected [B, 1, {c.state_dim}] (framework.action_model.state_dim), "
                              f"got {list(state.shape)}")
 
     # ------------------------------------------------------------------ network
-    def velocity(self, condition, condition_bias, state, x_t, t_bucket) -> torch.Tensor:
+    def velocity(self, condition, condition_mask, state_tokens, x_t, t_bucket) -> torch.Tensor:
         """Predicted velocity ``[B, T, D]`` at noisy actions ``x_t`` and time buckets ``t_bucket`` ``[B]``."""
-        dtype = self.action_in.weight.dtype
-        a = self.action_in(x_t.to(dtype))
-        tau = self.time_proj(t_bucket).to(dtype)[:, None].expand_as(a)
-        a = self.action_out(F.silu(self.action_time(torch.cat([a, tau], dim=-1))))
-        if self.position_embedding is not None:
+        a = self.action_encoder(x_t, t_bucket)
+        if self.config.add_pos_embed:
             a = a + self.position_embedding.weight[: a.shape[1]]
         tokens = [self.future_tokens.weight.expand(a.shape[0], -1, -1), a]
-        if self.state_encoder is not None:
-            tokens.insert(0, self.state_encoder(state.to(dtype)))
-        x = torch.cat(tokens, dim=1)
-        temb = self.timestep_embedding(self.timestep_proj(t_bucket).to(dtype))
-        condition = condition.to(dtype)
-        for block in self.blocks:
-            x = block(x, temb, condition, condition_bias)
-        return self.action_decoder(self.norm_out(x, temb=temb)[:, -a.shape[1]:])
+        if state_tokens is not None:
+            tokens.insert(0, state_tokens)
+        out = self.model(torch.cat(tokens, dim=1), condition, condition_mask, t_bucket)
+        return self.action_decoder(out)[:, -a.shape[1]:]
 
-    @staticmethod
-    def _bias(mask: torch.Tensor | None, condition: torch.Tensor) -> torch.Tensor | None:
-        """True/1 = may attend → the additive bias diffusers' Attention takes, ``[B, 1, L]``."""
-        if mask is None:
-            return None
-        bias = torch.zeros(mask.shape, dtype=condition.dtype, device=condition.device)
-        return bias.masked_fill(~mask.bool(), torch.finfo(condition.dtype).min)[:, None, :]
+    def _inputs(self, condition, state, mask):
+        dtype = self.action_encoder.layer1.weight.dtype
+        state_tokens = self.state_encoder(state.to(dtype)) if state is not None else None
+        mask = mask.bool() if mask is not None else None  # True = may attend
+        return condition.to(dtype), state_tokens, mask
 
     def forward(self, condition, actions, state=None, encoder_attention_mask=None, *, noise=None, t=None) -> torch.Tensor:
-        """Flow-matching loss for one (already repeated) batch; ``noise``/``t`` may be fixed for reproducibility."""
+        """Flow-matching loss for one (already repeated) batch; ``noise``/``t`` may be fixed for reproducibility.
+        Draws noise then times from the global RNG in the same order as starVLA's head."""
         self._check(condition, state, actions)
         c = self.config
-        actions = actions.to(self.action_in.weight.dtype)
+        actions = actions.to(self.action_encoder.layer1.weight.dtype)
         noise = torch.randn_like(actions) if noise is None else noise.to(actions)
         if t is None:
             t = sample_time(actions.shape[0], distribution=c.time_distribution, alpha=c.noise_beta_alpha,
                             beta=c.noise_beta_beta, s=c.noise_s, device=actions.device)
         t = t.to(actions.device, actions.dtype)
-        x_t = interpolate(noise, actions, t)
         bucket = (t * c.num_timestep_buckets).long()
-        pred = self.velocity(condition, self._bias(encoder_attention_mask, condition), state, x_t, bucket)
+        condition, state_tokens, mask = self._inputs(condition, state, encoder_attention_mask)
+        pred = self.velocity(condition, mask, state_tokens, interpolate(noise, actions, t), bucket)
         return F.mse_loss(pred.float(), velocity_target(noise, actions).float())
 
     @torch.no_grad()
@@ -216,7 +297,8 @@ class FlowMatchingActionHead(nn.Module):
         c = self.config
         if noise is None:
             noise = torch.randn(condition.shape[0], c.action_horizon, c.action_dim, device=condition.device,
-                                dtype=self.action_in.weight.dtype)
-        bias = self._bias(encoder_attention_mask, condition)
-        return euler_integrate(lambda x, b: self.velocity(condition, bias, state, x, b), noise,
+                                dtype=self.action_encoder.layer1.weight.dtype)
+        condition, state_tokens, mask = self._inputs(condition, state, encoder_attention_mask)
+        return euler_integrate(lambda x, b: self.velocity(condition, mask, state_tokens, x, b), noise,
                                c.num_inference_timesteps, c.num_timestep_buckets)
+

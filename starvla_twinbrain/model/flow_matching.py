@@ -53,6 +53,6 @@ def euler_integrate(
         raise ValueError(f"framework.action_model.num_inference_timesteps={num_steps}: expected >= 1")
     x, dt = noise, 1.0 / num_steps
     for step in range(num_steps):
-        bucket = torch.full((x.shape[0],), int(step * dt * num_timestep_buckets), device=x.device, dtype=torch.long)
+        bucket = torch.full((x.shape[0],), int(step / num_steps * num_timestep_buckets), device=x.device, dtype=torch.long)
         x = x + dt * velocity(x, bucket)
     return x

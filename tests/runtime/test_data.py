@@ -3,10 +3,11 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 pytest.importorskip("lerobot")
+
+import pandas as pd  # noqa: E402  (comes with lerobot)
 
 from starvla_twinbrain.runtime.data import LeRobotVLADataset, normalize, unnormalize  # noqa: E402
 from starvla_twinbrain.runtime.synthetic import make_synthetic_dataset  # noqa: E402
