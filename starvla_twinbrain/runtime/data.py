@@ -61,6 +61,10 @@ def load_statistics(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+# datasets.vla_data.video_backend → lerobot's decoder (starVLA's YAMLs say torchvision_av for PyAV).
+VIDEO_BACKENDS = {None: None, "pyav": "pyav", "torchvision_av": "pyav", "torchcodec": "torchcodec"}
+
+
 class LeRobotVLADataset(Dataset):
     """A local LeRobot v3.0 dataset as starVLA examples. Never touches the network.
 
@@ -68,6 +72,8 @@ class LeRobotVLADataset(Dataset):
         root: the dataset folder (``meta/info.json``, ``data/``, ...).
         action_horizon: T, the action chunk length (``framework.action_model.action_horizon``).
         include_state: add ``"state"`` (``datasets.vla_data.include_state``).
+        video_backend: ``datasets.vla_data.video_backend``: ``pyav`` (starVLA's ``torchvision_av`` means the same)
+            or ``torchcodec``; default: lerobot's choice.
         image_keys: camera features to use, in order (default: all of the dataset's cameras).
         expected_action_dim / expected_state_dim: the config's sizes, checked against the data.
     """
@@ -86,6 +92,7 @@ class LeRobotVLADataset(Dataset):
         unnorm_key: str | None = None,
         expected_action_dim: int | None = None,
         expected_state_dim: int | None = None,
+        video_backend: str | None = None,
     ):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
@@ -114,8 +121,11 @@ class LeRobotVLADataset(Dataset):
             raise ValueError(f"framework.action_model.state_dim={expected_state_dim} but {where} has "
                              f"{state_key!r} of size {self.state_dim}")
 
+        if video_backend not in VIDEO_BACKENDS:
+            raise ValueError(f"datasets.vla_data.video_backend={video_backend!r}: expected one of "
+                             f"{', '.join(k for k in VIDEO_BACKENDS if k)} (lerobot decodes with pyav or torchcodec)")
         fps = meta.fps
-        self.dataset = LeRobotDataset(repo_id, root=self.root,
+        self.dataset = LeRobotDataset(repo_id, root=self.root, video_backend=VIDEO_BACKENDS[video_backend],
                                       delta_timestamps={action_key: [i / fps for i in range(action_horizon)]})
         self.cameras, self.state_key, self.action_key = cameras, state_key, action_key
         self.include_state, self.normalization = include_state, normalization

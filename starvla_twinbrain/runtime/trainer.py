@@ -107,6 +107,7 @@ def dataset_from_config(cfg) -> tuple[Dataset, dict]:
         normalization=OmegaConf.select(vla, "normalization", default="q99"),
         expected_action_dim=int(cfg.framework.action_model.action_dim),
         expected_state_dim=OmegaConf.select(cfg, "framework.action_model.state_dim") if include_state else None,
+        video_backend=OmegaConf.select(vla, "video_backend"),
     )
     return dataset, dataset.statistics
 

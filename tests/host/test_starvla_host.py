@@ -1,0 +1,145 @@
+"""Against the real starVLA (skipped where it is not importable, as in CI). Run in an environment with a starVLA
+checkout on the path, e.g. ``PYTHONPATH=<starVLA checkout> python -m pytest tests/host`` (see scripts/starvla_host).
+
+Checks: importing the package registers TwinBrain; starVLA's ``build_framework`` builds it with starVLA's own GR00T
+head; the built-in head equals starVLA's numerically with exchanged weights; TwinBrain checkpoints move between
+the two heads with ``strict=True``; ``baseframework.from_pretrained`` loads a run written by the embedded trainer."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+pytest.importorskip("starVLA")
+
+import starvla_twinbrain  # noqa: E402,F401  (registers TwinBrain)
+from starvla_twinbrain.framework import twinbrain as twinbrain_module  # noqa: E402
+from starvla_twinbrain.model.action_head import ActionHeadConfig, FlowMatchingActionHead  # noqa: E402
+from tests.conftest import random_image  # noqa: E402
+
+ROOT = Path(__file__).parents[2]
+STATE_DIM, HORIZON, ACTION_DIM = 7, 4, 7
+
+
+def tiny_config(base_vlm: str):
+    cfg = OmegaConf.load(ROOT / "configs" / "tiny_cpu.yaml")
+    cfg.framework.qwenvl.base_vlm = base_vlm
+    return cfg
+
+
+def examples(n=2, seed=0):
+    g = np.random.default_rng(seed)
+    return [{"image": [random_image(seed + b)], "lang": "pick up the block",
+             "state": g.standard_normal((1, STATE_DIM)).astype(np.float16),
+             "action": g.uniform(-1, 1, (HORIZON, ACTION_DIM)).astype(np.float16)} for b in range(n)]
+
+
+@pytest.fixture(scope="module")
+def qwen25(tmp_path_factory):
+    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
+
+    return str(make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-Qwen2.5-VL", family="qwen2_5_vl", seed=0))
+
+
+def test_import_registers_twinbrain_in_starvla():
+    from starVLA.model.tools import FRAMEWORK_REGISTRY
+
+    assert FRAMEWORK_REGISTRY._registry["TwinBrain"] is twinbrain_module.TwinBrain
+    assert FRAMEWORK_REGISTRY._registry["twinbrain"] is twinbrain_module.TwinBrain
+
+
+def _heads(positional_embeddings, state_dim):
+    from starVLA.model.modules.action_model.GR00T_ActionHeader import get_action_model
+
+    section = {"action_model_type": "DiT-B", "hidden_size": 64, "action_dim": ACTION_DIM, "state_dim": state_dim,
+               "action_horizon": HORIZON, "add_pos_embed": True, "max_seq_len": 32, "num_target_vision_tokens": 3,
+               "num_inference_timesteps": 3, "noise_beta_alpha": 1.5, "noise_beta_beta": 1.0, "noise_s": 0.999,
+               "num_timestep_buckets": 1000,
+               "diffusion_model_cfg": {"cross_attention_dim": 48, "dropout": 0.2, "final_dropout": True,
+                                       "interleave_self_attention": True, "norm_type": "ada_norm", "num_layers": 3,
+                                       "output_dim": 64, "positional_embeddings": positional_embeddings}}
+    torch.manual_seed(0)
+    theirs = get_action_model(OmegaConf.create({"framework": {"action_model": section}})).eval()
+    flat = {**section, **section["diffusion_model_cfg"]}
+    del flat["diffusion_model_cfg"]
+    ours = FlowMatchingActionHead(ActionHeadConfig.from_section(flat)).eval()
+    return theirs, ours
+
+
+@pytest.mark.parametrize("positional_embeddings, state_dim", [(None, STATE_DIM), ("sinusoidal", STATE_DIM), (None, None)])
+def test_builtin_head_equals_starvla_gr00t_head(positional_embeddings, state_dim):
+    theirs, ours = _heads(positional_embeddings, state_dim)
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    g = torch.Generator().manual_seed(1)
+    cond = torch.randn(3, 6, 48, generator=g)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 3:] = False
+    state = torch.randn(3, 1, STATE_DIM, generator=g) if state_dim else None
+    actions = torch.rand(3, HORIZON, ACTION_DIM, generator=g) * 2 - 1
+    for seed in range(3):
+        torch.manual_seed(seed)
+        ref = theirs(cond, actions, state, encoder_attention_mask=mask)
+        torch.manual_seed(seed)
+        got = ours(cond, actions, state, encoder_attention_mask=mask)
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+    torch.manual_seed(5)
+    ref = theirs.predict_action(cond, state, encoder_attention_mask=mask)
+    torch.manual_seed(5)
+    got = ours.predict_action(cond, state, encoder_attention_mask=mask)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    # and back: starVLA's head takes the built-in head's weights
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+
+
+def test_build_framework_uses_starvla_head_and_checkpoints_cross_load(qwen25, monkeypatch):
+    from starVLA.model.framework.base_framework import build_framework
+    from starVLA.model.modules.action_model.GR00T_ActionHeader import FlowmatchingActionHead as StarVLAHead
+
+    torch.manual_seed(0)
+    model = build_framework(tiny_config(qwen25)).eval()
+    assert isinstance(model, twinbrain_module.TwinBrain) and isinstance(model.action_model, StarVLAHead)
+    model.train()
+    loss = model(examples())["action_loss"]
+    assert torch.isfinite(loss)
+    model.eval()
+
+    monkeypatch.setattr(twinbrain_module, "STARVLA_AVAILABLE", False)  # what the embedded runtime builds
+    torch.manual_seed(1)
+    embedded = twinbrain_module.TwinBrain(tiny_config(qwen25)).eval()
+    assert isinstance(embedded.action_model, FlowMatchingActionHead)
+    embedded.load_state_dict(model.state_dict(), strict=True)  # starVLA-trained → embedded
+    torch.manual_seed(3)
+    a = model.predict_action(examples())["normalized_actions"]
+    torch.manual_seed(3)
+    b = embedded.predict_action(examples())["normalized_actions"]
+    assert a.dtype == np.float32 and a.shape == (2, HORIZON, ACTION_DIM)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    model.load_state_dict(embedded.state_dict(), strict=True)  # embedded → starVLA
+
+
+def test_from_pretrained_loads_an_embedded_run(qwen25, tmp_path, monkeypatch):
+    from starVLA.model.framework.base_framework import baseframework
+
+    from starvla_twinbrain.runtime.trainer import train
+
+    monkeypatch.setattr(twinbrain_module, "STARVLA_AVAILABLE", False)
+    cfg = tiny_config(qwen25)
+    cfg.run_root_dir, cfg.run_id = str(tmp_path), "embedded"
+    cfg.trainer.max_train_steps, cfg.trainer.save_interval = 2, 2
+    cfg.datasets.vla_data.per_device_batch_size = 2
+    result = train(cfg, examples(4), {"synthetic": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}})
+    trained = twinbrain_module.TwinBrain(OmegaConf.load(result.run_dir / "config.yaml")).eval()
+    ckpt = result.run_dir / "checkpoints" / "steps_2_pytorch_model.pt"
+    trained.load_state_dict(torch.load(ckpt, map_location="cpu"), strict=True)
+    monkeypatch.setattr(twinbrain_module, "STARVLA_AVAILABLE", True)
+
+    loaded = baseframework.from_pretrained(str(ckpt)).eval()  # starVLA's loader, starVLA's head
+    assert loaded.norm_stats["synthetic"]["action"]["q99"] == [1.0] * 7
+    torch.manual_seed(4)
+    a = loaded.predict_action(examples())["normalized_actions"]
+    torch.manual_seed(4)
+    b = trained.predict_action(examples())["normalized_actions"]
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
