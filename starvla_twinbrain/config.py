@@ -150,18 +150,16 @@ class TwinBrainConfig:
     @classmethod
     def from_omegaconf(cls, cfg) -> "TwinBrainConfig":
         """Read the keys TwinBrain needs from a starVLA config; errors name the dotted key."""
-        from omegaconf import DictConfig, OmegaConf
-
         def select(key: str, default=None):
-            return OmegaConf.select(cfg, key, default=default)
+            return config_select(cfg, key, default)
 
         base_vlm = select("framework.qwenvl.base_vlm")
         if base_vlm is None:
             raise ValueError("framework.qwenvl.base_vlm is missing: set it to the path of a Qwen2.5-VL / Qwen3-VL checkpoint")
-        action_model = select("framework.action_model")
-        if not isinstance(action_model, DictConfig):
+        action_model = config_to_dict(select("framework.action_model"))
+        if not isinstance(action_model, dict):
             raise ValueError("framework.action_model is missing: TwinBrain needs the action head's section")
-        action_model = _with_defaults(OmegaConf.to_container(action_model, resolve=True), ACTION_MODEL_DEFAULTS)
+        action_model = _with_defaults(action_model, ACTION_MODEL_DEFAULTS)
         for key in ("action_dim", "action_horizon"):
             if key not in action_model:
                 raise ValueError(f"framework.action_model.{key} is missing")
@@ -171,8 +169,7 @@ class TwinBrainConfig:
         if include_state and action_model.get("state_dim") is None:
             raise ValueError("datasets.vla_data.include_state is true but framework.action_model.state_dim is not set")
 
-        raw = select("framework.twinbrain", default=None)
-        raw = OmegaConf.to_container(raw, resolve=True) if raw is not None else {}
+        raw = config_to_dict(select("framework.twinbrain")) or {}
         options = _build_dataclass(TwinBrainOptions, raw, "framework.twinbrain")
         backbone = BackboneConfig(
             base_vlm=str(base_vlm),
@@ -193,11 +190,62 @@ class TwinBrainConfig:
         ``from_pretrained`` must rebuild the same model."""
         from dataclasses import asdict
 
-        from omegaconf import OmegaConf, open_dict
+        from omegaconf import OmegaConf
 
-        with open_dict(cfg):
-            cfg.framework.twinbrain = OmegaConf.create(asdict(self.options))
-            cfg.framework.action_model = OmegaConf.merge(cfg.framework.action_model, self.action_model)
+        config_set(cfg.framework, "twinbrain", OmegaConf.create(asdict(self.options)))
+        config_set(cfg.framework, "action_model",
+                   OmegaConf.merge(config_to_dict(cfg.framework.action_model), self.action_model))
+        # read every key back through the host's config so that a tracking host saves all of them
+        config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
+
+
+# The host hands __init__ either an OmegaConf DictConfig or starVLA's AccessTrackedConfig (its trainer wraps the
+# config to save only the keys a run read). Both support ``key in node``, ``node[key]``, ``keys()`` and item
+# assignment, and reading through them marks keys as used, so these helpers use nothing else.
+
+
+def _is_mapping(node) -> bool:
+    from omegaconf import DictConfig
+
+    inner = node.unwrap() if hasattr(node, "unwrap") else node
+    return isinstance(inner, (DictConfig, dict))
+
+
+def _is_sequence(node) -> bool:
+    from omegaconf import ListConfig
+
+    inner = node.unwrap() if hasattr(node, "unwrap") else node
+    return isinstance(inner, (ListConfig, list, tuple))
+
+
+def config_select(cfg, dotted: str, default=None):
+    """``cfg.a.b.c`` or ``default`` if any part is missing."""
+    node = cfg
+    for part in dotted.split("."):
+        if node is None or not _is_mapping(node) or part not in node:
+            return default
+        node = node[part]
+    return default if node is None else node
+
+
+def config_to_dict(node):
+    """A plain (resolved) dict/list/value from a config node; None stays None."""
+    if node is None:
+        return None
+    if _is_mapping(node):
+        return {str(k): config_to_dict(node[k]) for k in list(node.keys())}
+    if _is_sequence(node):
+        return [config_to_dict(v) for v in node]
+    return node
+
+
+def config_set(node, key: str, value) -> None:
+    """``node[key] = value``, also where the config is in struct mode."""
+    from omegaconf import open_dict
+
+    inner = node.unwrap() if hasattr(node, "unwrap") else node
+    with open_dict(inner):
+        node[key] = value
 
 
 def _build_dataclass(kind, raw: dict, prefix: str):

@@ -37,11 +37,12 @@ def _default_dtype() -> torch.dtype:
 
 def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -> nn.Module:
     """starVLA's GR00T head when starVLA is importable, else the built-in head of the same design."""
-    from omegaconf import open_dict
+    from ..config import config_select, config_set
 
-    with open_dict(config):
-        config.framework.action_model.setdefault("diffusion_model_cfg", {})
-        config.framework.action_model.diffusion_model_cfg.cross_attention_dim = cross_attention_dim
+    action_model = config_select(config, "framework.action_model")
+    if config_select(action_model, "diffusion_model_cfg") is None:
+        config_set(action_model, "diffusion_model_cfg", {})
+    config_set(action_model.diffusion_model_cfg, "cross_attention_dim", cross_attention_dim)
     if STARVLA_AVAILABLE:
         return starvla_action_model(config)
     from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead

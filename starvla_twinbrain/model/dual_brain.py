@@ -155,7 +155,7 @@ class DualBrainBackbone(nn.Module):
         for b, s in enumerate(states):
             if s is None:
                 continue
-            s = torch.as_tensor(np.asarray(s, dtype=np.float32))
+            s = torch.tensor(np.asarray(s, dtype=np.float32))  # a copy: host arrays may be read-only
             if s.numel() != dim or s.ndim > 2 or (s.ndim == 2 and s.shape[0] != 1):
                 raise ValueError(f"examples[{b}]['state']: expected shape [{dim}] or [1, {dim}] "
                                  f"(framework.action_model.state_dim), got {tuple(s.shape)}")

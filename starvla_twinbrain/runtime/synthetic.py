@@ -11,6 +11,7 @@ so a policy that reads the target from the image and the position from the state
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,4 +69,17 @@ def make_synthetic_dataset(
             position = np.clip(position + 0.1 * action[:2], -1, 1)
         dataset.save_episode()
     dataset.finalize()
+    _write_modality(root, state_dim, action_dim)
     return root
+
+
+def _write_modality(root: Path, state_dim: int, action_dim: int) -> None:
+    """GR00T's ``meta/modality.json`` (keys as in :mod:`starvla_twinbrain.starvla_data`), so starVLA's own reader
+    takes the dataset too (``lerobot_version: v3.0``)."""
+    modality = {
+        "state": {"state": {"start": 0, "end": state_dim, "original_key": "observation.state"}},
+        "action": {"action": {"start": 0, "end": action_dim, "original_key": "action"}},
+        "video": {"cam": {"original_key": "observation.images.cam"}},
+        "annotation": {"human.action.task_description": {"original_key": "task_index"}},
+    }
+    (root / "meta" / "modality.json").write_text(json.dumps(modality, indent=2))

@@ -176,42 +176,44 @@ def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Ac
     model.train()
     batches_per_epoch = len(loader)
     progress = tqdm(total=max_steps, initial=step, desc="train", disable=not accelerator.is_main_process)
-    while step < max_steps:
-        epoch, skip = divmod(step, batches_per_epoch)
-        loader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch_index, batch in enumerate(batches, start=skip):
-            with accelerator.autocast():
-                loss = model(batch)["action_loss"]
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"action_loss is {loss.item()} at step {step + 1} (epoch {epoch}, batch {batch_index} of the "
-                    f"epoch, rank {accelerator.process_index}); stopped before the optimizer step, the last "
-                    f"checkpoint in {run_dir / 'checkpoints'} is intact"
-                )
-            accelerator.backward(loss)
-            if clip:
-                accelerator.clip_grad_norm_(model.parameters(), float(clip))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            value = accelerator.reduce(loss.detach(), reduction="mean").item()
-            losses.append(value)
-            loss_steps.append(step)
-            progress.update(1)
-            if accelerator.is_main_process:
-                writer.add_scalar("train/action_loss", value, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                if step % log_every == 0 or step == max_steps:
-                    progress.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                    with open(run_dir / "summary.jsonl", "a") as f:
-                        f.write(json.dumps({"step": step, "action_loss": value, "lr": scheduler.get_last_lr()[0]}) + "\n")
-            if step % save_interval == 0 or step == max_steps:
-                save(step)
-            if step >= max_steps:
-                break
-    progress.close()
+    try:
+        while step < max_steps:
+            epoch, skip = divmod(step, batches_per_epoch)
+            loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            for batch_index, batch in enumerate(batches, start=skip):
+                with accelerator.autocast():
+                    loss = model(batch)["action_loss"]
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"action_loss is {loss.item()} at step {step + 1} (epoch {epoch}, batch {batch_index} of the "
+                        f"epoch, rank {accelerator.process_index}); stopped before the optimizer step, the last "
+                        f"checkpoint in {run_dir / 'checkpoints'} is intact"
+                    )
+                accelerator.backward(loss)
+                if clip:
+                    accelerator.clip_grad_norm_(model.parameters(), float(clip))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                losses.append(value)
+                loss_steps.append(step)
+                progress.update(1)
+                if accelerator.is_main_process:
+                    writer.add_scalar("train/action_loss", value, step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                    if step % log_every == 0 or step == max_steps:
+                        progress.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                        with open(run_dir / "summary.jsonl", "a") as f:
+                            f.write(json.dumps({"step": step, "action_loss": value, "lr": scheduler.get_last_lr()[0]}) + "\n")
+                if step % save_interval == 0 or step == max_steps:
+                    save(step)
+                if step >= max_steps:
+                    break
+    finally:
+        progress.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         ckpt.atomic_save(accelerator.get_state_dict(model), run_dir / "final_model" / "pytorch_model.pt")

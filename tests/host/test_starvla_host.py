@@ -120,6 +120,30 @@ def test_build_framework_uses_starvla_head_and_checkpoints_cross_load(qwen25, mo
     model.load_state_dict(embedded.state_dict(), strict=True)  # embedded → starVLA
 
 
+def test_starvla_trainers_tracked_config_is_read_and_saved_whole(qwen25, tmp_path):
+    # starVLA's trainer wraps the config (AccessTrackedConfig) and saves only keys that were read: TwinBrain must
+    # read through the wrapper, and the saved config.yaml must rebuild the same model.
+    from starVLA.model.framework.base_framework import build_framework
+    from starVLA.training.trainer_utils.config_tracker import wrap_config
+
+    from starvla_twinbrain.config import TwinBrainConfig
+
+    cfg = wrap_config(tiny_config(qwen25))
+    torch.manual_seed(0)
+    model = build_framework(cfg)
+    saved = tmp_path / "config.yaml"
+    cfg.save_accessed_config(saved, use_original_values=False)
+    reread = OmegaConf.load(saved)
+    twin = TwinBrainConfig.from_omegaconf(reread)
+    assert twin.backbone == model.twin.backbone and twin.options == model.twin.options
+    twin.action_model["diffusion_model_cfg"].pop("cross_attention_dim")  # set from the VLM after parsing
+    assert twin.action_model == model.twin.action_model
+    assert reread.framework.action_model.repeated_diffusion_steps == 4
+    assert reread.framework.action_model.diffusion_model_cfg.cross_attention_dim == model.backbone.hidden_size
+    rebuilt = build_framework(reread)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+
+
 def test_from_pretrained_loads_an_embedded_run(qwen25, tmp_path, monkeypatch):
     from starVLA.model.framework.base_framework import baseframework
 
