@@ -157,6 +157,8 @@ def test_self_contained_copy(tiny_vlm):
         ("framework.qwenvl.attn_implementation", "sdpa2", r"framework\.qwenvl\.attn_implementation='sdpa2'.*eager \| sdpa \| flash_attention_2"),
         ("framework.qwenvl.base_vlm", None, r"framework\.qwenvl\.base_vlm is missing"),
         ("datasets.vla_data.include_state", "yes", r"datasets\.vla_data\.include_state='yes': expected true or false"),
+        ("framework.action_model.action_dim", None, r"framework\.action_model\.action_dim=None: expected a positive integer"),
+        ("framework.action_model.action_model_type", "DiT-S", r"framework\.action_model\.action_model_type='DiT-S': expected one of DiT-B \| DiT-L"),
     ],
 )
 def test_bad_config_names_the_key(tiny_vlm, key, value, message):
@@ -164,6 +166,12 @@ def test_bad_config_names_the_key(tiny_vlm, key, value, message):
     OmegaConf.update(cfg, key, value, force_add=True)
     with pytest.raises(ValueError, match=message):
         TwinBrain(cfg)
+
+
+def test_unknown_framework_name_lists_the_registered_ones():
+    register()
+    with pytest.raises(KeyError, match=r"framework\.name='QwenGR00T' is not registered; registered: .*TwinBrain"):
+        FRAMEWORK_REGISTRY["QwenGR00T"]
 
 
 def test_action_of_wrong_shape(model):
