@@ -51,7 +51,9 @@ def make_synthetic_dataset(
         "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": None},
         "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
     }
-    dataset = LeRobotDataset.create(f"local/{root.name}", fps=fps, features=features, root=root, use_videos=False)
+    # Images are stored as frames (no video), so no decoder is needed; naming pyav skips lerobot's torchcodec probe.
+    dataset = LeRobotDataset.create(f"local/{root.name}", fps=fps, features=features, root=root, use_videos=False,
+                                    video_backend="pyav")
     rng = np.random.default_rng(seed)
     for episode in range(num_episodes):
         kind = episode % len(TASKS)
