@@ -52,9 +52,15 @@ def _make_tiny_vlm(args: argparse.Namespace) -> int:
 
 
 def _train_mode() -> str:
-    from .framework.host_api import STARVLA_AVAILABLE
+    import importlib.util
 
-    return "starVLA" if STARVLA_AVAILABLE else "embedded"
+    return "starVLA" if importlib.util.find_spec("starVLA") is not None else "embedded"
+
+
+def _mode_line() -> str:
+    mode = _train_mode()
+    why = "the starVLA package is importable" if mode == "starVLA" else "the starVLA package is not importable"
+    return f"On this machine `starvla train` runs in {mode} mode: {why}.\n"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -98,12 +104,12 @@ def _make_dataset(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="starvla", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="starvla", description=DESCRIPTION + "\n" + _mode_line(), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train a policy from a starVLA YAML", description=TRAIN_DESCRIPTION,
+    train = sub.add_parser("train", help="train a policy from a starVLA YAML", description=TRAIN_DESCRIPTION + "\n" + _mode_line(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", required=True, help="starVLA-style YAML (e.g. configs/tiny_cpu.yaml)")
     train.add_argument("--framework", default="TwinBrain", help="framework.name (default TwinBrain; aliases: twinbrain)")
