@@ -24,6 +24,8 @@ setup(
         "tensorboard",
         "matplotlib",
         "tqdm",
+        "websockets>=13",
+        "msgpack",
     ],
     extras_require={
         "test": ["pytest>=8"],

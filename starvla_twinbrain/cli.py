@@ -13,6 +13,8 @@ AsyMoT attention in every decoder layer.
 commands:
   train           train from a starVLA YAML: through starVLA's own trainer when starVLA is importable,
                   otherwise through the embedded runtime (same YAML schema, run directory and checkpoints)
+  serve           serve a trained checkpoint over starVLA's websocket + msgpack protocol (SimplerEnv, RoboCasa
+                  and robosuite clients connect to it); also answers `chat` requests with the Left Brain
   make-tiny-vlm   write a tiny random Qwen2.5-VL / Qwen3-VL checkpoint (tokenizer, processor, chat template)
                   for offline tests and CPU demos; no network needed
   make-dataset    write a small LeRobot v3.0 dataset whose actions are learnable from the images (needs lerobot)
@@ -93,6 +95,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serving.policy import ServedPolicy
+    from .serving.server import PolicyServer
+
+    policy = ServedPolicy.from_checkpoint(args.ckpt, device=args.device, bf16=args.bf16, unnorm_key=args.unnorm_key)
+    server = PolicyServer(policy, host=args.host, port=args.port, idle_timeout=args.idle_timeout)
+    meta = server.metadata
+    print(f"serving {meta['framework']} from {args.ckpt} on ws://{args.host}:{args.port} ({meta['device']}, "
+          f"{meta['dtype']}): chunks of {meta['action_chunk_size']}x{meta['action_dim']}, "
+          f"state {meta['state_dim'] or 'not used'}, unnorm_key {meta['default_unnorm_key']}", flush=True)
+    server.serve_forever()
+    return 0
+
+
 def _make_dataset(args: argparse.Namespace) -> int:
     from .runtime.synthetic import make_synthetic_dataset
 
@@ -118,6 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="starVLA mode: accelerate config (relative to the starVLA checkout); '' for none")
     train.add_argument("overrides", nargs="*", help="key=value config overrides (OmegaConf dotlist)")
     train.set_defaults(func=_train)
+
+    serve = sub.add_parser(
+        "serve", help="serve a checkpoint (starVLA's websocket protocol)", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve a trained checkpoint with starVLA's websocket + msgpack protocol: metadata on connect, "
+        "`infer` requests (examples: image / lang / state) answered with un-normalised action chunks, `ping`, and "
+        "`chat` (a question about an image answered by the Left Brain, the unchanged base VLM). Bad requests get an "
+        "error reply and the server keeps serving. Client: starvla_twinbrain.serving.client.PolicyClient.\n\n"
+        "  starvla serve --ckpt RUN/final_model/pytorch_model.pt --port 10093")
+    serve.add_argument("--ckpt", required=True, help="RUN/checkpoints/steps_N_pytorch_model.pt or RUN/final_model/pytorch_model.pt")
+    serve.add_argument("--port", type=int, default=10093)
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--device", default="auto", help="auto (GPU when present, else CPU) | cpu | cuda[:N]")
+    serve.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (for GPUs)")
+    serve.add_argument("--unnorm-key", default=None, help="statistics key for un-normalising (default: the run's only one)")
+    serve.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds (default: never)")
+    serve.set_defaults(func=_serve)
 
     tiny = sub.add_parser(
         "make-tiny-vlm",

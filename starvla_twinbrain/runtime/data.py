@@ -18,39 +18,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..normalization import STAT_NAMES, Normalization, normalize, unnormalize  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
-
-Normalization = Literal["q99", "min_max"]
-STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")
-
-
-def _bounds(stats: dict, mode: Normalization) -> tuple[np.ndarray, np.ndarray]:
-    if mode not in ("q99", "min_max"):
-        raise ValueError(f"normalization={mode!r}: expected q99 | min_max")
-    low, high = ("q01", "q99") if mode == "q99" else ("min", "max")
-    return np.asarray(stats[low], dtype=np.float32), np.asarray(stats[high], dtype=np.float32)
-
-
-def normalize(x: np.ndarray, stats: dict, mode: Normalization = "q99") -> np.ndarray:
-    """[low, high] → [-1, 1], clipped; dimensions with ``mask`` False or zero range pass through unchanged."""
-    low, high = _bounds(stats, mode)
-    mask = np.asarray(stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool) & (high > low)
-    scaled = np.clip(2 * (x - low) / np.where(mask, high - low, 1) - 1, -1, 1)
-    return np.where(mask, scaled, x).astype(np.float32)
-
-
-def unnormalize(x: np.ndarray, stats: dict, mode: Normalization = "q99") -> np.ndarray:
-    """Inverse of :func:`normalize` on its range: [-1, 1] → [low, high]."""
-    low, high = _bounds(stats, mode)
-    mask = np.asarray(stats.get("mask", np.ones_like(low, dtype=bool)), dtype=bool) & (high > low)
-    return np.where(mask, (np.clip(x, -1, 1) + 1) / 2 * (high - low) + low, x).astype(np.float32)
 
 
 def save_statistics(statistics: dict, path: str | Path) -> None:

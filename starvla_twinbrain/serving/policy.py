@@ -1,0 +1,192 @@
+"""A trained checkpoint as a served policy: the object behind the websocket server.
+
+It checks every request before the model sees it (one error naming the field and what was expected), runs the
+framework's ``predict_action`` and un-normalises the actions with the run's ``dataset_statistics.json``, as
+starVLA's ``PolicyServerWrapper`` does. Like starVLA's server it never normalises state: clients send state in
+training format; the statistics travel in the metadata (``state_statistics``) so a client can normalise it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from ..normalization import unnormalize
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGE_SIDE = 4096
+MAX_NEW_TOKENS = 512
+
+
+class RequestError(ValueError):
+    """A request the policy cannot answer; the message names the field and what was expected."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available here (use auto or cpu)")
+    return torch.device(device)
+
+
+def _image(value: Any, where: str, size: tuple[int, int] | None) -> Image.Image:
+    if isinstance(value, Image.Image):
+        value = np.asarray(value.convert("RGB"))
+    if not isinstance(value, np.ndarray):
+        raise RequestError(f"{where}: expected a uint8 numpy array [H, W, 3], got {type(value).__name__}")
+    if value.dtype != np.uint8 or value.ndim != 3 or value.shape[-1] != 3:
+        raise RequestError(f"{where}: expected a uint8 array [H, W, 3], got {value.dtype} {list(value.shape)}")
+    h, w = value.shape[:2]
+    if not (0 < h <= MAX_IMAGE_SIDE and 0 < w <= MAX_IMAGE_SIDE):
+        raise RequestError(f"{where}: image of {h}x{w}; expected each side in 1..{MAX_IMAGE_SIDE}")
+    image = Image.fromarray(np.ascontiguousarray(value))
+    # Training resized every camera image to obs_image_size; do the same here.
+    return image.resize((size[1], size[0]), Image.BILINEAR) if size and (h, w) != size else image
+
+
+def _images(value: Any, where: str, size: tuple[int, int] | None) -> list[Image.Image]:
+    if value is None:
+        raise RequestError(f"{where}: missing; expected a list of uint8 images [H, W, 3]")
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise RequestError(f"{where}: empty list; expected at least one image")
+    return [_image(img, f"{where}[{i}]", size) for i, img in enumerate(items)]
+
+
+class ServedPolicy:
+    """``predict_action(examples, unnorm_key=None, **kwargs) -> {"actions": float32 [B, T, D]}``, ``chat``,
+    ``metadata``; built from a checkpoint with :meth:`from_checkpoint` or around a loaded framework."""
+
+    def __init__(self, model: torch.nn.Module, config, statistics: dict | None, ckpt_path: str = "",
+                 unnorm_key: str | None = None):
+        self.model = model.eval()
+        self.config = config
+        self.statistics = statistics or {}
+        self.ckpt_path = str(ckpt_path)
+        select = lambda key, default=None: OmegaConf.select(config, key, default=default)  # noqa: E731
+        self.action_chunk_size = int(select("framework.action_model.action_horizon"))
+        self.action_dim = int(select("framework.action_model.action_dim"))
+        self.include_state = bool(select("datasets.vla_data.include_state", default=False))
+        self.state_dim = int(select("framework.action_model.state_dim")) if self.include_state else None
+        self.normalization = select("datasets.vla_data.normalization", default="q99")
+        size = select("datasets.vla_data.obs_image_size", default=None)
+        self.image_size = (int(size), int(size)) if isinstance(size, int) else (tuple(int(s) for s in size) if size else None)
+        if unnorm_key is not None and unnorm_key not in self.statistics:
+            raise ValueError(f"unnorm_key {unnorm_key!r} is not in the run's statistics {sorted(self.statistics)}")
+        self.default_unnorm_key = unnorm_key or (next(iter(self.statistics)) if len(self.statistics) == 1 else None)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | Path, device: str = "auto", bf16: bool = False,
+                        unnorm_key: str | None = None) -> "ServedPolicy":
+        from ..runtime.checkpoint import load_framework, run_dir_of
+
+        target = pick_device(device)
+        if bf16 and target.type != "cuda":
+            logger.warning("--bf16 on %s: bfloat16 is meant for GPUs; on CPU it is slow and less precise", target)
+        model = load_framework(ckpt_path)
+        model = model.to(target, dtype=torch.bfloat16 if bf16 else None)
+        config = OmegaConf.load(run_dir_of(ckpt_path) / "config.yaml")
+        return cls(model, config, model.norm_stats, ckpt_path, unnorm_key)
+
+    @property
+    def metadata(self) -> dict:
+        """Sent to every client on connect (starVLA's keys, plus what a client needs to build observations)."""
+        param = next(self.model.parameters())
+        return {
+            "env": "starvla_policy_server",
+            "server": "starvla-twinbrain",
+            "framework": str(OmegaConf.select(self.config, "framework.name")),
+            "ckpt_path": self.ckpt_path,
+            "action_chunk_size": self.action_chunk_size,
+            "action_dim": self.action_dim,
+            "include_state": self.include_state,
+            "state_dim": self.state_dim,
+            "available_unnorm_keys": sorted(self.statistics),
+            "default_unnorm_key": self.default_unnorm_key,
+            "normalization": self.normalization,
+            "state_statistics": {k: v["state"] for k, v in self.statistics.items() if "state" in v},
+            "training_data_mix": OmegaConf.select(self.config, "datasets.vla_data.data_mix"),
+            "training_obs_image_size": list(self.image_size) if self.image_size else None,
+            "device": str(param.device),
+            "dtype": str(param.dtype).replace("torch.", ""),
+            "request_types": ["infer", "ping", "chat"],
+        }
+
+    # ------------------------------------------------------------------ checks
+    def _state(self, value: Any, where: str) -> np.ndarray:
+        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            got = f"{value.dtype} array" if isinstance(value, np.ndarray) else type(value).__name__
+            raise RequestError(f"{where}: expected a float array [1, {self.state_dim}], got {got}")
+        if value.shape not in ((self.state_dim,), (1, self.state_dim)):
+            raise RequestError(f"{where}: expected shape [1, {self.state_dim}] (framework.action_model.state_dim), "
+                               f"got {list(value.shape)}")
+        if not np.isfinite(value).all():
+            raise RequestError(f"{where}: contains NaN or inf")
+        return value.astype(np.float32).reshape(1, self.state_dim)
+
+    def check_examples(self, examples: Any) -> list[dict]:
+        """Validated copies of the request's examples, images as PIL at the training size."""
+        if not isinstance(examples, (list, tuple)) or not examples:
+            raise RequestError(f"examples: expected a non-empty list of dicts, got {type(examples).__name__}"
+                               + (" (empty)" if isinstance(examples, (list, tuple)) else ""))
+        checked = []
+        for b, ex in enumerate(examples):
+            where = f"examples[{b}]"
+            if not isinstance(ex, dict):
+                raise RequestError(f"{where}: expected a dict with 'image' and 'lang', got {type(ex).__name__}")
+            lang = ex.get("lang")
+            if not isinstance(lang, str) or not lang.strip():
+                raise RequestError(f"{where}.lang: expected a non-empty instruction string, got {lang!r}")
+            item = {"image": _images(ex.get("image"), f"{where}.image", self.image_size), "lang": lang}
+            if self.include_state:
+                if ex.get("state") is None:
+                    raise RequestError(f"{where}.state: missing; this policy was trained with state "
+                                       f"(float [1, {self.state_dim}], training normalisation)")
+                item["state"] = self._state(ex["state"], f"{where}.state")
+            checked.append(item)
+        return checked
+
+    def _stats(self, unnorm_key: str | None) -> dict:
+        key = unnorm_key if unnorm_key is not None else self.default_unnorm_key
+        if key is None:
+            raise RequestError(f"unnorm_key: required, this run has statistics for {sorted(self.statistics)}")
+        if key not in self.statistics:
+            raise RequestError(f"unnorm_key: {key!r} is not one of {sorted(self.statistics)}")
+        return self.statistics[key]["action"]
+
+    # ------------------------------------------------------------------ requests
+    def predict_action(self, examples: Any = None, unnorm_key: str | None = None, seed: int | None = None,
+                       **kwargs) -> dict:
+        """Un-normalised action chunks. ``seed`` makes the sampled noise reproducible; other kwargs go to the
+        framework (which ignores what it does not use, e.g. ``use_ddim``)."""
+        checked = self.check_examples(examples)
+        stats = self._stats(unnorm_key)
+        if seed is not None:
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise RequestError(f"seed: expected an integer, got {seed!r}")
+            torch.manual_seed(seed)
+        normalized = np.asarray(self.model.predict_action(checked, **kwargs)["normalized_actions"], dtype=np.float32)
+        actions = unnormalize(normalized, stats, self.normalization)
+        if not np.isfinite(actions).all():  # never send a silently wrong action
+            raise RuntimeError("the model produced non-finite actions")
+        return {"actions": actions}
+
+    def chat(self, image: Any = None, question: Any = None, max_new_tokens: Any = 64, **kwargs) -> dict:
+        """The Left Brain (the base VLM, unchanged by training) answers a question about images."""
+        if not isinstance(question, str) or not question.strip():
+            raise RequestError(f"question: expected a non-empty string, got {question!r}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
+            raise RequestError(f"max_new_tokens: expected an integer in 1..{MAX_NEW_TOKENS}, got {max_new_tokens!r}")
+        images = _images(image, "image", None)
+        if kwargs:
+            raise RequestError(f"chat: unknown fields {sorted(kwargs)}; expected image, question, max_new_tokens")
+        return {"answer": self.model.chat(images, question, max_new_tokens=max_new_tokens)}
+
