@@ -1,0 +1,1 @@
+"""RoboCasa GR1 tabletop evaluation client for the policy server."""

@@ -1,0 +1,1 @@
+"""SimplerEnv WidowX (Bridge) evaluation client for the policy server."""

@@ -1,0 +1,127 @@
+"""Run the four SimplerEnv WidowX (Bridge) tasks against a policy server and write per-episode results.
+
+    python -m eval.simpler_env.run_bridge --host 127.0.0.1 --port 10093 --out results/simpler_bridge
+
+Needs the SimplerEnv environment (simpler_env + ManiSkill2_real2sim) plus numpy, websockets and msgpack. The
+settings are those of starVLA's ``examples/simBenchmarks/SimplerEnv/eval_files/auto_eval_scripts/star_bridge.sh``
+(robot poses, overlays, 5 Hz control, 500 Hz sim, 120 steps, episodes 0-23, 4 repeats), and the episode loop is
+SimplerEnv's ``maniskill2_evaluator``: success is the env's ``done`` at the last step. Each (task, repeat) goes to
+``<out>/<env_name>_run<r>.json``, rewritten after every episode; finished files are skipped when re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from starvla_twinbrain.serving.client import PolicyClient
+
+from .results_table import load_results, markdown_table
+from .tasks import TASKS, BridgeTask
+from .widowx_client import BRIDGE_UNNORM_KEY, WidowXPolicy
+
+CONTROL_MODE = "arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos"  # SimplerEnv's WidowX control mode
+CAMERA = "3rd_view_camera"  # the image SimplerEnv hands WidowX policies
+# starVLA passes --robot-init-rot-quat-center 0 0 0 1 (sapien wxyz: 180° about z) with zero roll/pitch/yaw.
+ROBOT_INIT_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
+
+
+def _import_simpler_env():
+    try:
+        import simpler_env
+        from simpler_env.utils.env.env_builder import build_maniskill2_env
+        from simpler_env.utils.env.observation_utils import get_image_from_maniskill2_obs_dict
+    except ImportError as err:
+        raise SystemExit(f"SimplerEnv is not importable here ({err}). Run this in the SimplerEnv environment: "
+                         "https://github.com/simpler-env/SimplerEnv (install ManiSkill2_real2sim and simpler_env), "
+                         "then `pip install websockets msgpack`.") from None
+    return simpler_env, build_maniskill2_env, get_image_from_maniskill2_obs_dict
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def run_episode(env, policy: WidowXPolicy, get_image, task: BridgeTask, episode_id: int) -> dict:
+    options = {"robot_init_options": {"init_xy": np.array(task.robot_init_xy), "init_rot_quat": ROBOT_INIT_QUAT},
+               "obj_init_options": {"episode_id": episode_id}}
+    obs, _ = env.reset(options=options)
+    instruction = env.get_language_instruction()
+    policy.reset(instruction)
+    done = truncated = False
+    info, steps = {}, 0
+    while not truncated:  # the policy never asks to stop, so every episode runs to the step limit
+        action = policy.step(get_image(env, obs, camera_name=CAMERA), instruction)
+        obs, _, done, truncated, info = env.step(action)
+        instruction = env.get_language_instruction()
+        steps += 1
+    return {"episode_id": episode_id, "success": bool(done), "steps": steps, "instruction": instruction,
+            "episode_stats": _jsonable(info.get("episode_stats", {}))}
+
+
+def run_task(name: str, repeat: int, args, policy: WidowXPolicy, simpler) -> Path:
+    simpler_env, build_env, get_image = simpler
+    task = TASKS[name]
+    path = Path(args.out) / f"{task.env_name}_run{repeat}.json"
+    if path.exists() and json.loads(path.read_text()).get("complete"):
+        print(f"{path} is complete, skipping")
+        return path
+    overlay = Path(args.simpler_env_path or Path(simpler_env.__file__).parents[1]) / \
+        "ManiSkill2_real2sim/data/real_inpainting" / task.overlay
+    env = build_env(task.env_name, obs_mode="rgbd", robot=task.robot, sim_freq=500, control_mode=CONTROL_MODE,
+                    control_freq=5, max_episode_steps=args.max_steps, scene_name=task.scene_name,
+                    camera_cfgs={"add_segmentation": True}, rgb_overlay_path=str(overlay))
+    record = {"task": name, "env_name": task.env_name, "scene_name": task.scene_name, "robot": task.robot,
+              "repeat": repeat, "unnorm_key": policy.unnorm_key, "server": policy.client.metadata.get("ckpt_path"),
+              "episodes": [], "complete": False}
+    try:
+        for episode_id in range(args.episodes):
+            record["episodes"].append(run_episode(env, policy, get_image, task, episode_id))
+            record["complete"] = episode_id == args.episodes - 1
+            path.write_text(json.dumps(record, indent=1))
+            successes = sum(e["success"] for e in record["episodes"])
+            print(f"{name} run{repeat} episode {episode_id}: success={record['episodes'][-1]['success']} "
+                  f"({successes}/{len(record['episodes'])})", flush=True)
+    finally:
+        env.close()
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=10093)
+    parser.add_argument("--out", default="results/simpler_bridge", help="folder for the results JSON files")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--episodes", type=int, default=24, help="object layouts 0..N-1 per run")
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--max-steps", type=int, default=120)
+    parser.add_argument("--unnorm-key", default=BRIDGE_UNNORM_KEY)
+    parser.add_argument("--simpler-env-path", default=None,
+                        help="SimplerEnv checkout holding ManiSkill2_real2sim/ (default: next to simpler_env)")
+    args = parser.parse_args(argv)
+
+    os.environ["DISPLAY"] = ""  # render headless, as starVLA's launcher does
+    simpler = _import_simpler_env()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    client = PolicyClient(args.host, args.port)
+    policy = WidowXPolicy(client, unnorm_key=args.unnorm_key)
+    try:
+        for name in args.tasks:
+            for repeat in range(1, args.repeats + 1):
+                run_task(name, repeat, args, policy, simpler)
+    finally:
+        client.close()
+    print(markdown_table(load_results(sorted(Path(args.out).glob("*.json")))))
+
+
+if __name__ == "__main__":
+    main()
