@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..config import TwinBrainConfig
+from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
 from . import left_reference
 from .host_api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
@@ -45,8 +46,6 @@ def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -
     config_set(action_model.diffusion_model_cfg, "cross_attention_dim", cross_attention_dim)
     if STARVLA_AVAILABLE:
         return starvla_action_model(config)
-    from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
-
     section = dict(twin.action_model)
     section.update(section.pop("diffusion_model_cfg", None) or {})
     section["cross_attention_dim"] = cross_attention_dim
@@ -150,11 +149,24 @@ class TwinBrain(BaseFramework):
         return {"action_loss": loss}
 
     @torch.no_grad()
-    def predict_action(self, examples: list[dict], **kwargs) -> dict:
+    def predict_action(self, examples: list[dict], seed: int | None = None, **kwargs) -> dict:
         """``{"normalized_actions": float32 [B, T, action_dim]}``. Unknown kwargs (``use_ddim``, ``unnorm_key``,
-        ...) are accepted and ignored; un-normalisation is the server's job."""
+        ...) are accepted and ignored; un-normalisation is the server's job.
+
+        ``seed`` fixes the sampling noise. With the built-in head every example starts from the noise of that seed,
+        so an example's actions do not depend on the rest of the batch; starVLA's head draws its own noise, so there
+        the seed is applied to torch's global generator (reproducible for the same batch)."""
         out, state = self._condition(examples)
-        actions = self.action_model.predict_action(out.hidden_states, state, encoder_attention_mask=out.attention_mask)
+        noise_kwargs = {}
+        if seed is not None:
+            if isinstance(self.action_model, FlowMatchingActionHead):
+                device, dtype = self._device_dtype()
+                one = torch.randn(self.action_horizon, self.action_dim, generator=torch.Generator().manual_seed(seed))
+                noise_kwargs["noise"] = one.expand(len(examples), -1, -1).to(device, dtype)
+            else:
+                torch.manual_seed(seed)
+        actions = self.action_model.predict_action(out.hidden_states, state, encoder_attention_mask=out.attention_mask,
+                                                   **noise_kwargs)
         return {"normalized_actions": actions.float().cpu().numpy()}
 
     def chat(self, images, question: str, **kwargs) -> str:

@@ -130,23 +130,31 @@ def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Ac
     optimizer = build_optimizer(model, trainer_cfg)
     scheduler = build_scheduler(optimizer, trainer_cfg, max_steps)
     sampler = EpochShuffleSampler(len(dataset), seed)
+    # Its own generator: starting an iterator draws a seed, which must not come from the global RNG that the model
+    # samples noise from (a resumed run starts its iterator mid-epoch, at another point of that RNG's stream).
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate, drop_last=True,
-                        num_workers=int(OmegaConf.select(cfg, "datasets.vla_data.num_workers", default=0)))
+                        num_workers=int(OmegaConf.select(cfg, "datasets.vla_data.num_workers", default=0)),
+                        generator=torch.Generator().manual_seed(seed))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if len(loader) == 0:
         raise ValueError(f"datasets.vla_data.per_device_batch_size={batch_size} is larger than the dataset ({len(dataset)} samples)")
 
     step, losses, loss_steps = 0, [], []
     if trainer_cfg.get("is_resume"):
+        if accelerator.is_main_process:
+            for path in ckpt.remove_partial_files(run_dir):
+                logger.info("removed %s, a partial file left by an interrupted run", path)
         latest = ckpt.latest_checkpoint(run_dir)
         if latest is not None:
             step, model_file, state_file = latest
             accelerator.unwrap_model(model).load_state_dict(ckpt.load_state_dict(model_file), strict=True)
-            state = torch.load(state_file, map_location="cpu", weights_only=False)
+            state = ckpt.load_trainer_state(state_file)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             losses, loss_steps = state["losses"], state["loss_steps"]
             _set_rng_state(state["rng"][accelerator.process_index] if isinstance(state["rng"], list) else state["rng"])
+            if accelerator.is_main_process:  # lines logged after this checkpoint by the killed run are redone
+                ckpt.truncate_summary(run_dir / "summary.jsonl", step)
             logger.info("resumed from %s at step %d", model_file, step)
         else:
             logger.info("trainer.is_resume: no complete checkpoint in %s; starting at step 0", run_dir)

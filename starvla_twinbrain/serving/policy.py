@@ -165,15 +165,13 @@ class ServedPolicy:
     # ------------------------------------------------------------------ requests
     def predict_action(self, examples: Any = None, unnorm_key: str | None = None, seed: int | None = None,
                        **kwargs) -> dict:
-        """Un-normalised action chunks. ``seed`` makes the sampled noise reproducible; other kwargs go to the
-        framework (which ignores what it does not use, e.g. ``use_ddim``)."""
+        """Un-normalised action chunks. ``seed`` fixes the sampled noise (see the framework's ``predict_action``);
+        other kwargs go to the framework, which ignores what it does not use (e.g. ``use_ddim``)."""
         checked = self.check_examples(examples)
         stats = self._stats(unnorm_key)
-        if seed is not None:
-            if not isinstance(seed, int) or isinstance(seed, bool):
-                raise RequestError(f"seed: expected an integer, got {seed!r}")
-            torch.manual_seed(seed)
-        normalized = np.asarray(self.model.predict_action(checked, **kwargs)["normalized_actions"], dtype=np.float32)
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise RequestError(f"seed: expected an integer, got {seed!r}")
+        normalized = np.asarray(self.model.predict_action(checked, seed=seed, **kwargs)["normalized_actions"], dtype=np.float32)
         actions = unnormalize(normalized, stats, self.normalization)
         if not np.isfinite(actions).all():  # never send a silently wrong action
             raise RuntimeError("the model produced non-finite actions")

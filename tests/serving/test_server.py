@@ -5,7 +5,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 import websockets.sync.client
 
 from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
@@ -73,8 +72,7 @@ def test_round_trip_equals_the_model_in_process(port, policy):
     with PolicyClient("127.0.0.1", port) as client:
         served = client.predict_action(examples, seed=7)
         again = client.predict_action(examples, seed=7)
-    torch.manual_seed(7)
-    local = policy.model.predict_action(policy.check_examples(examples))["normalized_actions"]
+    local = policy.model.predict_action(policy.check_examples(examples), seed=7)["normalized_actions"]
     want = unnormalize(local, policy.statistics["toy_robot"]["action"], "q99")
     assert served.shape == (3, HORIZON, DIM) and served.dtype == np.float32
     np.testing.assert_array_equal(served, want)
@@ -191,3 +189,17 @@ def test_server_reports_a_port_in_use(policy, port):
     with pytest.raises(OSError):
         with PolicyServer(policy, host="127.0.0.1", port=port).running():
             pass
+
+
+def test_seeded_actions_are_reproducible_and_batch_independent(policy):
+    """An example's seeded actions are the same alone, first or last in a batch, with neighbours of other sizes."""
+    examples = request_examples(4)
+    examples[2]["image"] = [np.zeros((40, 90, 3), np.uint8)]  # a different image size: different token count
+    examples[3]["lang"] = "a much longer instruction than the others, so its prompt has many more tokens"
+    alone = policy.predict_action([examples[0]], seed=3)["actions"]
+    np.testing.assert_array_equal(alone, policy.predict_action([examples[0]], seed=3)["actions"])
+    first = policy.predict_action(examples, seed=3)["actions"][0]
+    last = policy.predict_action(examples[::-1], seed=3)["actions"][-1]
+    np.testing.assert_allclose(first, alone[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(last, alone[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(policy.predict_action([examples[0]], seed=4)["actions"], alone)
