@@ -28,7 +28,7 @@ setup(
         "msgpack",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "hypothesis>=6"],
         # LeRobot v3.0 datasets for the embedded trainer; lerobot 0.6 needs Python >= 3.12 and transformers 5.x.
         "lerobot": ['lerobot[dataset]==0.6.1; python_version >= "3.12"'],
     },

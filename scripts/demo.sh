@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
-# The main job on an embedded default, on CPU: make a tiny Qwen2.5-VL and a learnable LeRobot v3.0 dataset (no
-# network), train TwinBrain on it with `starvla train` (configs/tiny_cpu.yaml), then load the final checkpoint and
-# compare its predicted action chunks with the dataset's. Extra arguments are config overrides (key=value).
+# The main job on CPU, end to end, with no network: robosuite Lift with a Panda (eval/robosuite/run.sh).
+# Scripted demonstrations → LeRobot v3.0 dataset → `starvla train` (a tiny Qwen2.5-VL made locally) → `starvla
+# serve` → closed-loop episodes from the simulator's own environment → success rate, videos, plot.
+# Sizes: DEMOS=50 EPISODES=20 STEPS=1000 (environment variables); output in runs/robosuite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1
-S=.venv/bin/starvla
-[ -f runs/models/tiny-Qwen2.5-VL/config.json ] || $S make-tiny-vlm runs/models/tiny-Qwen2.5-VL
-[ -f runs/data/synthetic/meta/info.json ] || $S make-dataset runs/data/synthetic
-$S train --framework twinbrain --config configs/tiny_cpu.yaml "$@"
-.venv/bin/python examples/evaluate_checkpoint.py runs/tiny_cpu/final_model/pytorch_model.pt
+exec bash eval/robosuite/run.sh

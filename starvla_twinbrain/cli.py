@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 DESCRIPTION = """\
 TwinBrainVLA for starVLA: a frozen Left Brain (the base VLM, unchanged) and a trainable Right Brain joined by
@@ -15,6 +16,8 @@ commands:
                   otherwise through the embedded runtime (same YAML schema, run directory and checkpoints)
   serve           serve a trained checkpoint over starVLA's websocket + msgpack protocol (SimplerEnv, RoboCasa
                   and robosuite clients connect to it); also answers `chat` requests with the Left Brain
+  eval            run a bundled closed-loop evaluation: robosuite Lift end to end on CPU (demonstrations, training,
+                  serving, success rate), or the SimplerEnv / RoboCasa clients in their simulator's environment
   make-tiny-vlm   write a tiny random Qwen2.5-VL / Qwen3-VL checkpoint (tokenizer, processor, chat template)
                   for offline tests and CPU demos; no network needed
   make-dataset    write a small LeRobot v3.0 dataset whose actions are learnable from the images (needs lerobot)
@@ -109,6 +112,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
+SIM_CLIENTS = {"simpler_env": "eval.simpler_env.run_bridge", "robocasa": "eval.robocasa.run_robocasa"}
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    if not EVAL_DIR.is_dir():
+        raise SystemExit(f"{EVAL_DIR} not found: `starvla eval` runs from a source checkout (pip install -e .)")
+    if args.benchmark == "robosuite":
+        env = {**os.environ, "DEMOS": str(args.demos), "EPISODES": str(args.episodes), "STEPS": str(args.steps),
+               "PORT": str(args.port), "OUT": args.out}
+        return subprocess.call(["bash", str(EVAL_DIR / "robosuite" / "run.sh")], env=env)
+    if not args.python:
+        raise SystemExit(f"starvla eval {args.benchmark}: --python must name the simulator environment's "
+                         f"interpreter (the simulator does not install next to this package)")
+    command = [args.python, "-m", SIM_CLIENTS[args.benchmark], "--port", str(args.port), *args.client_args]
+    print("running:", " ".join(command))
+    return subprocess.call(command, cwd=EVAL_DIR.parent)
+
+
 def _make_dataset(args: argparse.Namespace) -> int:
     from .runtime.synthetic import make_synthetic_dataset
 
@@ -150,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--unnorm-key", default=None, help="statistics key for un-normalising (default: the run's only one)")
     serve.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds (default: never)")
     serve.set_defaults(func=_serve)
+
+    evaluate = sub.add_parser(
+        "eval", help="run a bundled closed-loop evaluation", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="robosuite: the whole Lift benchmark on CPU (eval/robosuite/run.sh): scripted demonstrations "
+        "in .venv-sim, a LeRobot v3.0 dataset, `starvla train` (configs/robosuite_lift.yaml, tiny VLM), `starvla "
+        "serve`, closed-loop episodes through the server; prints the success rate and writes videos and a plot.\n"
+        "simpler_env / robocasa: the benchmark clients (eval/simpler_env, eval/robocasa), run with the simulator's "
+        "own interpreter against a server you started with `starvla serve`; extra arguments go to the client.\n\n"
+        "  starvla eval robosuite --demos 50 --episodes 20\n"
+        "  starvla eval simpler_env --python ~/simpler/bin/python --port 10093 -- --repeats 1")
+    evaluate.add_argument("benchmark", choices=["robosuite", *SIM_CLIENTS])
+    evaluate.add_argument("--port", type=int, default=10093, help="policy server port")
+    evaluate.add_argument("--demos", type=int, default=50, help="robosuite: expert demonstrations to record")
+    evaluate.add_argument("--episodes", type=int, default=20, help="robosuite: evaluation episodes")
+    evaluate.add_argument("--steps", type=int, default=1000, help="robosuite: training steps")
+    evaluate.add_argument("--out", default="runs/robosuite", help="robosuite: output folder")
+    evaluate.add_argument("--python", help="simpler_env / robocasa: the simulator environment's python")
+    evaluate.add_argument("client_args", nargs="*", help="simpler_env / robocasa: arguments for the client (after --)")
+    evaluate.set_defaults(func=_eval)
 
     tiny = sub.add_parser(
         "make-tiny-vlm",

@@ -130,6 +130,8 @@ class TwinBrain(BaseFramework):
                     f"examples[{b}]['action']: expected shape [{self.action_horizon}, {self.action_dim}] "
                     f"(framework.action_model.action_horizon, action_dim), got {list(a.shape)}"
                 )
+            if not np.isfinite(a).all():
+                raise ValueError(f"examples[{b}]['action']: contains NaN or inf")
             actions.append(a)
         device, dtype = self._device_dtype()
         return torch.from_numpy(np.stack(actions)).to(device, dtype)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -40,38 +41,58 @@ def make_synthetic_dataset(
     seed: int = 0,
 ) -> Path:
     """Write the dataset to ``root`` (images stored as frames, no video encoding) and return ``root``."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
     if state_dim < 3 or action_dim < 7:
         raise ValueError("make_synthetic_dataset: needs state_dim >= 3 and action_dim >= 7")
-    root = Path(root)
-    features = {
-        "observation.images.cam": {"dtype": "image", "shape": (image_size, image_size, 3),
-                                   "names": ["height", "width", "channels"]},
-        "observation.state": {"dtype": "float32", "shape": (state_dim,), "names": None},
-        "action": {"dtype": "float32", "shape": (action_dim,), "names": None},
-    }
-    # Images are stored as frames (no video), so no decoder is needed; naming pyav skips lerobot's torchcodec probe.
-    dataset = LeRobotDataset.create(f"local/{root.name}", fps=fps, features=features, root=root, use_videos=False,
-                                    video_backend="pyav")
-    rng = np.random.default_rng(seed)
-    for episode in range(num_episodes):
-        kind = episode % len(TASKS)
-        target = rng.uniform(-0.7, 0.7, 2).astype(np.float32)
-        position = rng.uniform(-0.9, 0.9, 2).astype(np.float32)
-        image = _render(target, COLOURS[kind], image_size)
-        for _ in range(episode_length):
-            action = np.zeros(action_dim, dtype=np.float32)
-            action[:2] = np.clip(3.0 * (target - position), -1, 1)
-            action[6] = 1.0 if np.linalg.norm(target - position) < 0.1 else -1.0
-            state = np.zeros(state_dim, dtype=np.float32)
-            state[:2], state[2] = position, kind
-            dataset.add_frame({"observation.images.cam": image, "observation.state": state, "action": action,
-                               "task": TASKS[kind]})
-            position = np.clip(position + 0.1 * action[:2], -1, 1)
+
+    def episodes():
+        rng = np.random.default_rng(seed)
+        for episode in range(num_episodes):
+            kind = episode % len(TASKS)
+            target = rng.uniform(-0.7, 0.7, 2).astype(np.float32)
+            position = rng.uniform(-0.9, 0.9, 2).astype(np.float32)
+            image = _render(target, COLOURS[kind], image_size)
+            states, actions = [], []
+            for _ in range(episode_length):
+                action = np.zeros(action_dim, dtype=np.float32)
+                action[:2] = np.clip(3.0 * (target - position), -1, 1)
+                action[6] = 1.0 if np.linalg.norm(target - position) < 0.1 else -1.0
+                state = np.zeros(state_dim, dtype=np.float32)
+                state[:2], state[2] = position, kind
+                states.append(state), actions.append(action)
+                position = np.clip(position + 0.1 * action[:2], -1, 1)
+            yield {"image": np.repeat(image[None], episode_length, 0), "state": np.stack(states),
+                   "action": np.stack(actions), "task": TASKS[kind]}
+
+    return write_lerobot_dataset(root, episodes(), fps=fps)
+
+
+def write_lerobot_dataset(root: str | Path, episodes: Iterable[dict], fps: int) -> Path:
+    """Episodes ``{"image": uint8 [T, H, W, 3], "state": [T, S], "action": [T, A], "task": str}`` → a LeRobot v3.0
+    dataset at ``root`` written by lerobot's ``LeRobotDataset`` (one camera ``observation.images.cam``, images
+    stored as frames), plus GR00T's ``meta/modality.json``."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root, dataset = Path(root), None
+    for episode in episodes:
+        image, state, action = (np.asarray(episode[k]) for k in ("image", "state", "action"))
+        if dataset is None:
+            features = {
+                "observation.images.cam": {"dtype": "image", "shape": image.shape[1:],
+                                           "names": ["height", "width", "channels"]},
+                "observation.state": {"dtype": "float32", "shape": state.shape[1:], "names": None},
+                "action": {"dtype": "float32", "shape": action.shape[1:], "names": None},
+            }
+            # Frames, not video, so no decoder is needed; naming pyav skips lerobot's torchcodec probe.
+            dataset = LeRobotDataset.create(f"local/{root.name}", fps=fps, features=features, root=root,
+                                            use_videos=False, video_backend="pyav")
+        for t in range(len(action)):
+            dataset.add_frame({"observation.images.cam": image[t], "observation.state": state[t].astype(np.float32),
+                               "action": action[t].astype(np.float32), "task": str(episode["task"])})
         dataset.save_episode()
+    if dataset is None:
+        raise ValueError(f"write_lerobot_dataset({root}): no episodes")
     dataset.finalize()
-    _write_modality(root, state_dim, action_dim)
+    _write_modality(root, state.shape[1], action.shape[1])
     return root
 
 

@@ -116,9 +116,28 @@ def test_resume_reaches_the_same_state(qwen25, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=key)
 
 
-def test_non_finite_loss_stops_before_the_step(qwen25, tmp_path):
+def test_non_finite_actions_are_refused_naming_the_example(qwen25):
+    from starvla_twinbrain.framework.twinbrain import TwinBrain
+
+    model = TwinBrain(make_cfg(qwen25, Path("unused"), "x"))
+    data = learnable_examples(2)
+    data[1]["action"] = np.full((HORIZON, DIM), np.inf, dtype=np.float16)
+    with pytest.raises(ValueError, match=r"examples\[1\]\['action'\]: contains NaN or inf"):
+        model(data)
+
+
+def test_non_finite_loss_stops_before_the_step(qwen25, tmp_path, monkeypatch):
+    from starvla_twinbrain.framework.twinbrain import TwinBrain
+
+    forward = TwinBrain.forward
+
+    def diverging(self, examples, **kwargs):  # a loss that blows up on one batch, as a diverging run does
+        loss = forward(self, examples, **kwargs)["action_loss"]
+        return {"action_loss": loss * float("nan") if any(ex["lang"] == "diverge" for ex in examples) else loss}
+
+    monkeypatch.setattr(TwinBrain, "forward", diverging)
     data = learnable_examples(8)
-    data[5]["action"] = np.full((HORIZON, DIM), np.inf, dtype=np.float16)
+    data[5]["lang"] = "diverge"
     with pytest.raises(NonFiniteLossError, match=r"action_loss is (nan|inf) at step \d+ \(epoch 0, batch \d of the epoch"):
         train(make_cfg(qwen25, tmp_path, "nan", max_train_steps=4, save_interval=100), data)
     assert ckpt.latest_checkpoint(tmp_path / "nan") is None

@@ -1,0 +1,165 @@
+"""Policy cost: TwinBrain (Left + Right VLM, AsyMoT, GR00T head) against a single-brain VLA with the same VLM and
+the same head (starVLA's QwenGR00T design: the VLM's last hidden states condition the head, state goes to the
+head). Ratios measured in one run, each variant in its own process.
+
+    python benchmarks/bench_policy.py [--json OUT.json] [--repeats 5]
+
+- training step: forward + backward + AdamW over the trainable parameters, the head's batch repeated
+  ``repeated_diffusion_steps`` (8, starVLA's default) times with the VLMs run once;
+- peak training memory: the process's peak RSS over its state before any model was loaded;
+- inference: one observation → one action chunk (VLMs once, 4 Euler steps of the head), batch 1;
+- checkpoint: the bytes of the saved state dict (TwinBrain stores the Left Brain by reference).
+Median of ``--repeats`` timed runs after one warm-up. A benchmark, not a test: no thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_backbone import _median_time, _rss_kb  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+MODEL = dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=2)
+HEAD_LAYERS, HORIZON, DIM, BATCH, IMAGE = 4, 16, 7, 8, 112
+
+
+def _config(vlm: str):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "configs" / "tiny_cpu.yaml")
+    cfg.framework.qwenvl.base_vlm = vlm
+    cfg.framework.action_model.update(action_horizon=HORIZON, action_dim=DIM, state_dim=DIM,
+                                      repeated_diffusion_steps=8, hidden_size=1024)
+    cfg.framework.action_model.diffusion_model_cfg.update(num_layers=HEAD_LAYERS, output_dim=1024)
+    cfg.datasets.vla_data.obs_image_size = [IMAGE, IMAGE]
+    return cfg
+
+
+class SingleBrainVLA(nn.Module):
+    """The baseline: one VLM (the Right Brain's prompt, stock attention, no Left, no state tokens) + the same head."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        from starvla_twinbrain.config import TwinBrainConfig
+        from starvla_twinbrain.framework.twinbrain import build_action_head
+        from starvla_twinbrain.model.processing import family_of, load_processor
+        from starvla_twinbrain.model.prompts import PromptBuilder
+        from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
+
+        twin = TwinBrainConfig.from_omegaconf(cfg)
+        vlm = twin.backbone.base_vlm
+        self.vlm = vlm_core(load_vlm(vlm, family_of(vlm), "sdpa"))
+        self.prompts = PromptBuilder(load_processor(vlm), twin.backbone.prompts)
+        self.action_model = build_action_head(cfg, twin, self.vlm.config.hidden_size)
+        self.repeats = int(twin.action_model["repeated_diffusion_steps"])
+
+    def _condition(self, examples):
+        _, right = self.prompts([ex["image"] for ex in examples], [ex["lang"] for ex in examples])
+        hidden = self.vlm(**right.tensors, use_cache=False).last_hidden_state
+        state = torch.from_numpy(np.stack([np.asarray(ex["state"], np.float32) for ex in examples]))
+        return hidden, right.attention_mask.bool(), state
+
+    def forward(self, examples):
+        hidden, mask, state = self._condition(examples)
+        actions = torch.from_numpy(np.stack([np.asarray(ex["action"], np.float32) for ex in examples]))
+        r = self.repeats
+        return {"action_loss": self.action_model(hidden.repeat(r, 1, 1), actions.repeat(r, 1, 1),
+                                                 state.repeat(r, 1, 1), encoder_attention_mask=mask.repeat(r, 1))}
+
+    @torch.no_grad()
+    def predict_action(self, examples):
+        hidden, mask, state = self._condition(examples)
+        return self.action_model.predict_action(hidden, state, encoder_attention_mask=mask)
+
+
+def _examples(n: int) -> list[dict]:
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    return [{"image": [Image.fromarray(g.integers(0, 256, (IMAGE, IMAGE, 3), dtype=np.uint8))],
+             "lang": f"pick up the object number {i} and place it in the basket",
+             "state": g.normal(size=(1, DIM)).astype(np.float32),
+             "action": g.uniform(-1, 1, (HORIZON, DIM)).astype(np.float32)} for i in range(n)]
+
+
+def _worker(variant: str, vlm: str, repeats: int) -> dict:
+    from starvla_twinbrain.framework.twinbrain import TwinBrain
+
+    baseline = _rss_kb()
+    torch.manual_seed(0)
+    cfg = _config(vlm)
+    model = TwinBrain(cfg) if variant == "twin" else SingleBrainVLA(cfg)
+    batch, one = _examples(BATCH), _examples(1)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+    model.train()
+
+    def step():
+        loss = model(batch)["action_loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step_s = _median_time(step, repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model.eval()
+    infer_s = _median_time(lambda: model.predict_action(one), repeats)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return {"step_s": step_s, "infer_s": infer_s, "peak_growth_mb": (peak - baseline) / 1024,
+            "checkpoint_mb": buffer.tell() / 2**20,
+            "trainable_mb": sum(p.numel() * p.element_size() for p in trainable) / 2**20,
+            "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def _run(variant: str, vlm: str, repeats: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", variant, "--vlm", vlm, "--repeats", str(repeats)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", choices=["single", "twin"], help=argparse.SUPPRESS)
+    parser.add_argument("--vlm", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args.vlm, args.repeats)))
+        return
+
+    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL))
+        single, twin = _run("single", vlm, args.repeats), _run("twin", vlm, args.repeats)
+
+    print(f"\nPolicy: Qwen2.5-VL-like VLM (hidden {MODEL['hidden_size']}, {MODEL['num_layers']} layers) + GR00T head "
+          f"(DiT-B, {HEAD_LAYERS} layers), horizon {HORIZON}, batch {BATCH} (inference: 1), {IMAGE}x{IMAGE} image, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'':34}{'single':>10}{'twin':>10}{'ratio':>8}")
+    rows = (("step_s", "train step (fwd+bwd+AdamW) ms", 1e3), ("peak_growth_mb", "peak training memory MB", 1),
+            ("infer_s", "inference, one chunk ms", 1e3), ("checkpoint_mb", "checkpoint MB", 1),
+            ("trainable_mb", "trainable parameters MB", 1), ("parameters_m", "parameters (M)", 1))
+    for key, label, scale in rows:
+        print(f"{label:34}{single[key] * scale:10.1f}{twin[key] * scale:10.1f}{twin[key] / single[key]:8.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": MODEL, "head_layers": HEAD_LAYERS, "batch": BATCH,
+                                         "single": single, "twin": twin}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
