@@ -32,7 +32,7 @@ from bench_backbone import _median_time, _rss_kb  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 MODEL = dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=2)
-HEAD_LAYERS, HORIZON, DIM, BATCH, IMAGE = 4, 16, 7, 8, 112
+HEAD_LAYERS, HORIZON, DIM, BATCH, IMAGE = 1, 16, 7, 4, 112
 
 
 def _config(vlm: str):
@@ -56,13 +56,14 @@ class SingleBrainVLA(nn.Module):
         from starvla_twinbrain.framework.twinbrain import build_action_head
         from starvla_twinbrain.model.processing import family_of, load_processor
         from starvla_twinbrain.model.prompts import PromptBuilder
-        from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
+        from starvla_twinbrain.model.qwen_compat import load_vlm, text_hidden_size, vlm_core
 
         twin = TwinBrainConfig.from_omegaconf(cfg)
         vlm = twin.backbone.base_vlm
-        self.vlm = vlm_core(load_vlm(vlm, family_of(vlm), "sdpa"))
+        stock = load_vlm(vlm, family_of(vlm), "sdpa")
+        self.vlm = vlm_core(stock)
         self.prompts = PromptBuilder(load_processor(vlm), twin.backbone.prompts)
-        self.action_model = build_action_head(cfg, twin, self.vlm.config.hidden_size)
+        self.action_model = build_action_head(cfg, twin, text_hidden_size(stock))
         self.repeats = int(twin.action_model["repeated_diffusion_steps"])
 
     def _condition(self, examples):
