@@ -38,16 +38,28 @@ echo "== starVLA's policy server + its websocket client"
     > "$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-(cd "$STARVLA_DIR" && "$STARVLA_PY" - <<'PY'
+ask() {  # ask PORT: one request with starVLA's own websocket client
+  (cd "$STARVLA_DIR" && PORT=$1 "$STARVLA_PY" - <<'PY'
+import os
 import numpy as np
 from deployment.model_server.tools.websocket_policy_client import WebsocketClientPolicy
-client = WebsocketClientPolicy(host="127.0.0.1", port=10093)
+client = WebsocketClientPolicy(host="127.0.0.1", port=int(os.environ["PORT"]))
 print("metadata: action_chunk_size", client.get_server_metadata()["action_chunk_size"])
 reply = client.predict_action({"examples": [{"image": [np.full((224, 224, 3), 235, np.uint8)],
                                              "lang": "move to the red square", "state": np.zeros((1, 7), np.float32)}]})
 actions = np.asarray(reply["data"]["actions"])
+assert reply["status"] == "ok" and actions.shape[-1] == 7 and np.isfinite(actions).all(), reply
 print("reply:", reply["status"], "actions", actions.dtype, actions.shape)
 client.close()
 PY
-)
+  )
+}
+ask 10093
+
+echo "== starvla serve (this package's server, starVLA importable) + starVLA's websocket client"
+(cd "$STARVLA_DIR" && exec "$STARVLA_PY" -m starvla_twinbrain.cli serve --ckpt "$CKPT" --host 127.0.0.1 --port 10094) \
+    > "$WORK/starvla_serve.log" 2>&1 &
+SERVER2=$!
+trap 'kill $SERVER $SERVER2 2>/dev/null || true' EXIT
+ask 10094
 echo "starVLA host check: OK"
