@@ -151,3 +151,11 @@ def test_request_checks_accept_or_name_the_field(examples):
     for item in checked:  # what passes is exactly what the model can take
         assert item["lang"].strip() and item["image"][0].size == (8, 8)
         assert item["state"].shape == (1, 3) and np.isfinite(item["state"]).all()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from starvla_twinbrain.cli import main
+
+    assert main(["serve", "--ckpt", str(tmp_path / "run" / "final_model" / "pytorch_model.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("starvla serve: error: ") and "config.yaml not found" in err and "\n" not in err
