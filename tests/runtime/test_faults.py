@@ -66,6 +66,15 @@ def assert_same_run(resumed, reference) -> None:
     assert got.keys() == weights.keys()
     for key in weights:
         torch.testing.assert_close(got[key], weights[key], rtol=1e-6, atol=1e-7, msg=key)
+    final = f"checkpoints/steps_{result.step}_trainer_state.pt"  # optimizer, scheduler, step, RNG: the same too
+    got_state = ckpt.load_trainer_state(resumed.run_dir / final)
+    want_state = ckpt.load_trainer_state(result.run_dir / final)
+    assert got_state["step"] == want_state["step"] and got_state["scheduler"] == want_state["scheduler"]
+    for index, a in got_state["optimizer"]["state"].items():
+        b = want_state["optimizer"]["state"][index]
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-8)
+    assert torch.equal(got_state["rng"][0]["torch"], want_state["rng"][0]["torch"])  # one entry per process
     steps = [json.loads(line)["step"] for line in (resumed.run_dir / "summary.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), "summary.jsonl repeats steps after the resume"
 
