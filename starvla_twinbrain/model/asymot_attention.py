@@ -134,13 +134,22 @@ def joint_attention_sdpa(
     scaling: float,
     dropout: float = 0.0,
 ) -> torch.Tensor:
-    """``torch.nn.functional.scaled_dot_product_attention`` with the boolean joint mask (no float mask)."""
-    # Like transformers' sdpa wrapper: with an explicit mask, GQA via repeat keeps the fused kernels eligible.
-    n_rep = query.shape[1] // key_right.shape[1]
-    key = _repeat_kv(torch.cat([key_left, key_right], dim=2), n_rep)
-    value = _repeat_kv(torch.cat([value_left, value_right], dim=2), n_rep)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
-    return out.transpose(1, 2).contiguous()
+    """``torch.nn.functional.scaled_dot_product_attention`` with the boolean joint mask (no float mask).
+
+    GQA without repeating K/V: the ``n_rep`` query heads that share a key/value head are stacked along the query
+    axis (``[B, H_kv, n_rep * L_r, D]``), so each K/V head is read once and never copied ``n_rep`` times. Same
+    numbers as repeating K/V; less memory, and faster on CPU.
+    """
+    batch, n_q, l_right, head_dim = query.shape
+    n_kv = key_right.shape[1]
+    n_rep = n_q // n_kv
+    key = torch.cat([key_left, key_right], dim=2)
+    value = torch.cat([value_left, value_right], dim=2)
+    grouped = query.reshape(batch, n_kv, n_rep * l_right, head_dim)  # head h uses K/V head h // n_rep
+    if n_rep > 1 and mask.shape[-2] == l_right:
+        mask = mask.repeat(1, 1, n_rep, 1)
+    out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    return out.reshape(batch, n_q, l_right, head_dim).transpose(1, 2).contiguous()
 
 
 def joint_attention_varlen(
