@@ -59,6 +59,7 @@ class AsyMoTContext:
         self.backend = backend
         self.left_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._mask: torch.Tensor | None = None
+        self._grouped: dict[int, torch.Tensor] = {}
         self._varlen: VarlenIndex | None = None
 
     def record(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
@@ -82,6 +83,13 @@ class AsyMoTContext:
         if self._mask is None:
             self._mask = joint_attention_mask(self.left_valid, self.right_valid)
         return self._mask
+
+    def grouped_joint_mask(self, n_rep: int) -> torch.Tensor:
+        """The joint mask in :func:`joint_attention_sdpa`'s grouped-query layout ``bool[B, 1, n_rep * L_r, L]``,
+        built once per forward rather than in every layer."""
+        if n_rep not in self._grouped:
+            self._grouped[n_rep] = group_query_mask(self.joint_mask, n_rep)
+        return self._grouped[n_rep]
 
     @property
     def varlen(self) -> VarlenIndex:
@@ -124,6 +132,11 @@ def joint_attention_eager(
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
 
 
+def group_query_mask(mask: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """``[B, 1, L_r, L]`` → ``[B, 1, n_rep * L_r, L]``: one copy of the query rows per query head of a K/V group."""
+    return mask.repeat(1, 1, n_rep, 1) if n_rep > 1 else mask
+
+
 def joint_attention_sdpa(
     query: torch.Tensor,
     key_left: torch.Tensor,
@@ -146,8 +159,8 @@ def joint_attention_sdpa(
     key = torch.cat([key_left, key_right], dim=2)
     value = torch.cat([value_left, value_right], dim=2)
     grouped = query.reshape(batch, n_kv, n_rep * l_right, head_dim)  # head h uses K/V head h // n_rep
-    if n_rep > 1 and mask.shape[-2] == l_right:
-        mask = mask.repeat(1, 1, n_rep, 1)
+    if mask.shape[-2] != n_rep * l_right:  # the plain joint mask; the model passes it grouped already
+        mask = group_query_mask(mask, n_rep)
     out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
     return out.reshape(batch, n_q, l_right, head_dim).transpose(1, 2).contiguous()
 
@@ -236,7 +249,8 @@ def _right_attention(backend: Backend) -> Callable:
                 query, key_left, value_left, key, value, context.joint_mask, scaling, dropout
             )
         if context.backend == "sdpa":
-            out = joint_attention_sdpa(query, key_left, value_left, key, value, context.joint_mask, scaling, dropout)
+            mask = context.grouped_joint_mask(query.shape[1] // key.shape[1])
+            out = joint_attention_sdpa(query, key_left, value_left, key, value, mask, scaling, dropout)
         else:
             out = joint_attention_varlen(query, key_left, value_left, key, value, context.varlen, scaling, dropout)
         return out, None
