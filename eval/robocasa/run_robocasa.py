@@ -20,6 +20,7 @@ import numpy as np
 
 from starvla_twinbrain.serving.client import PolicyClient
 
+from eval.simpler_env.client_common import record_episodes
 from eval.simpler_env.results_table import load_results, markdown_table
 
 from .gr1_client import GR1Policy
@@ -61,19 +62,14 @@ def run_task(env_name: str, args, policy: GR1Policy, gym) -> Path:
     record = {"task": short_name(env_name), "env_name": env_name, "unnorm_key": policy.unnorm_key,
               "n_action_steps": policy.n_action_steps, "send_state": policy.send_state,
               "server": policy.client.metadata.get("ckpt_path"), "episodes": [], "complete": False}
+    def episode(i: int) -> dict:
+        seed = None if args.seed is None else args.seed + i
+        return {"episode": i, "seed": seed, **run_episode(env, policy, args.max_steps, seed)}
+
     try:
-        for episode in range(args.episodes):
-            seed = None if args.seed is None else args.seed + episode
-            record["episodes"].append({"episode": episode, "seed": seed,
-                                       **run_episode(env, policy, args.max_steps, seed)})
-            record["complete"] = episode == args.episodes - 1
-            path.write_text(json.dumps(record, indent=1))
-            successes = sum(e["success"] for e in record["episodes"])
-            print(f"{record['task']} episode {episode}: success={record['episodes'][-1]['success']} "
-                  f"({successes}/{len(record['episodes'])})", flush=True)
+        return record_episodes(path, record, args.episodes, episode, record["task"])
     finally:
         env.close()
-    return path
 
 
 def main(argv=None) -> None:

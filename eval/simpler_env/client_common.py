@@ -1,7 +1,11 @@
 """Pieces both simulator clients share (the RoboCasa client imports them too): image resizing as starVLA's clients
-do it, and the sampling fields starVLA's clients put in every request. numpy only."""
+do it, the sampling fields starVLA's clients put in every request, and the resumable results file. numpy only."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -36,3 +40,16 @@ def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = np.einsum("yt,ytxc->yxc", row_share, image[row_pixels].astype(np.float64))
     resized = np.einsum("xt,yxtc->yxc", col_share, rows[:, col_pixels])
     return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+def record_episodes(path: Path, record: dict, episodes: int, run_episode: Callable[[int], dict], label: str) -> Path:
+    """Run ``run_episode(i)`` for each episode, appending to ``record["episodes"]`` and rewriting ``path`` after
+    each, so a crashed sweep keeps what it finished; ``record["complete"]`` marks a file a re-run may skip."""
+    for episode in range(episodes):
+        record["episodes"].append(run_episode(episode))
+        record["complete"] = episode == episodes - 1
+        path.write_text(json.dumps(record, indent=1))
+        successes = sum(e["success"] for e in record["episodes"])
+        print(f"{label} episode {episode}: success={record['episodes'][-1]['success']} "
+              f"({successes}/{len(record['episodes'])})", flush=True)
+    return path

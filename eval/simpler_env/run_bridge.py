@@ -20,6 +20,7 @@ import numpy as np
 
 from starvla_twinbrain.serving.client import PolicyClient
 
+from .client_common import record_episodes
 from .results_table import load_results, markdown_table
 from .tasks import TASKS, BridgeTask
 from .widowx_client import BRIDGE_UNNORM_KEY, WidowXPolicy
@@ -83,16 +84,10 @@ def run_task(name: str, repeat: int, args, policy: WidowXPolicy, simpler) -> Pat
               "repeat": repeat, "unnorm_key": policy.unnorm_key, "server": policy.client.metadata.get("ckpt_path"),
               "episodes": [], "complete": False}
     try:
-        for episode_id in range(args.episodes):
-            record["episodes"].append(run_episode(env, policy, get_image, task, episode_id))
-            record["complete"] = episode_id == args.episodes - 1
-            path.write_text(json.dumps(record, indent=1))
-            successes = sum(e["success"] for e in record["episodes"])
-            print(f"{name} run{repeat} episode {episode_id}: success={record['episodes'][-1]['success']} "
-                  f"({successes}/{len(record['episodes'])})", flush=True)
+        return record_episodes(path, record, args.episodes,
+                               lambda i: run_episode(env, policy, get_image, task, i), f"{name} run{repeat}")
     finally:
         env.close()
-    return path
 
 
 def main(argv=None) -> None:

@@ -191,12 +191,30 @@ class FakeGR1Env:
         self.steps += 1
         return gr1_obs(wrapped=False), 0.0, False, False, {"success": self.steps == 3}
 
+    def close(self):
+        pass
+
 
 def test_run_episode_counts_success_at_any_step():
     client = CountingClient()
     result = run_robocasa.run_episode(FakeGR1Env(), GR1Policy(client), max_steps=30, seed=None)
     assert result == {"success": True, "steps": 30, "instruction": "pick the milk and place it in the microwave"}
     assert len(client.calls) == 3
+
+
+def test_run_task_writes_each_episode_and_skips_a_finished_file(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    made = []
+    gym = SimpleNamespace(make=lambda name, enable_render: made.append(name) or FakeGR1Env())
+    args = SimpleNamespace(out=str(tmp_path), episodes=2, max_steps=5, seed=7)
+    path = run_robocasa.run_task(TASKS[0], args, GR1Policy(CountingClient()), gym)
+    record = json.loads(path.read_text())
+    assert record["complete"] and [(e["episode"], e["seed"], e["success"], e["steps"]) for e in record["episodes"]] \
+        == [(0, 7, True, 5), (1, 8, True, 5)]
+    run_robocasa.run_task(TASKS[0], args, GR1Policy(CountingClient()), gym)
+    assert made == [TASKS[0]]  # the finished file was not run again
 
 
 def test_the_24_tasks_as_starvla_lists_them():
