@@ -86,15 +86,14 @@ class ServedPolicy:
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, device: str = "auto", bf16: bool = False,
                         unnorm_key: str | None = None) -> "ServedPolicy":
-        from ..runtime.checkpoint import load_framework, run_dir_of
+        from ..runtime.checkpoint import load_framework
 
         target = pick_device(device)
         if bf16 and target.type != "cuda":
             logger.warning("--bf16 on %s: bfloat16 is meant for GPUs; on CPU it is slow and less precise", target)
         model = load_framework(ckpt_path)
         model = model.to(target, dtype=torch.bfloat16 if bf16 else None)
-        config = OmegaConf.load(run_dir_of(ckpt_path) / "config.yaml")
-        return cls(model, config, model.norm_stats, ckpt_path, unnorm_key)
+        return cls(model, model.config, model.norm_stats, ckpt_path, unnorm_key)  # the run's config.yaml, as loaded
 
     @property
     def metadata(self) -> dict:
