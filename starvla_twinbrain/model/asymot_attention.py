@@ -42,6 +42,14 @@ CONTEXT_KWARG = "asymot_context"
 VarlenKernel = Callable[..., torch.Tensor]
 
 
+class LeftKeysValuesComplete(Exception):
+    """Raised by the Left's attention once its last needed layer's K/V are recorded (see ``stop_after_layer``).
+
+    Everything the Left would compute after that point (that layer's attention output and MLP, the final norm)
+    reaches nothing the Right uses, so the Left forward ends there. The caller catches it.
+    """
+
+
 class AsyMoTContext:
     """State of one twin-brain forward: the Left's per-layer K/V and the joint masks, built once.
 
@@ -49,14 +57,18 @@ class AsyMoTContext:
         left_valid: ``bool[B, L_l]``, True for real Left tokens.
         right_valid: ``bool[B, L_r]``, True for real Right tokens.
         backend: the joint-attention backend of the Right pass.
+        stop_after_layer: the Left's last text layer; once its K/V are recorded the Left forward stops by raising
+            :class:`LeftKeysValuesComplete`. ``None``: the Left runs to the end (its outputs stay usable).
     """
 
-    def __init__(self, left_valid: torch.Tensor, right_valid: torch.Tensor, backend: Backend):
+    def __init__(self, left_valid: torch.Tensor, right_valid: torch.Tensor, backend: Backend,
+                 stop_after_layer: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown AsyMoT backend {backend!r}: expected one of {' | '.join(BACKENDS)}")
         self.left_valid = left_valid.bool()
         self.right_valid = right_valid.bool()
         self.backend = backend
+        self.stop_after_layer = stop_after_layer
         self.left_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._mask: torch.Tensor | None = None
         self._grouped: dict[int, torch.Tensor] = {}
@@ -228,6 +240,8 @@ def _left_attention(backend: Backend) -> Callable:
         context: AsyMoTContext | None = kwargs.pop(CONTEXT_KWARG, None)
         if context is not None:
             context.record(module.layer_idx, key, value)
+            if module.layer_idx == context.stop_after_layer:
+                raise LeftKeysValuesComplete
         return stock_attention_function(backend, module)(module, query, key, value, attention_mask, **kwargs)
 
     left_attention.__name__ = f"asymot_left_{backend}"

@@ -14,6 +14,7 @@ Shapes: B batch, L_l / L_r Left / Right tokens (L_r includes appended slots), H 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -23,7 +24,13 @@ import torch
 from torch import nn
 
 from ..config import BackboneConfig
-from .asymot_attention import AsyMoTContext, left_implementation, resolve_backend, right_implementation
+from .asymot_attention import (
+    AsyMoTContext,
+    LeftKeysValuesComplete,
+    left_implementation,
+    resolve_backend,
+    right_implementation,
+)
 from .processing import family_of, load_processor
 from .prompts import BrainInputs, PromptBuilder, to_pil
 from .qwen_compat import (
@@ -37,6 +44,34 @@ from .qwen_compat import (
 from .state_encoder import StateEncoder
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def image_features_computed_once(source: nn.Module, target: nn.Module):
+    """Within the block, ``target.get_image_features(...)`` returns what ``source.get_image_features`` computed last.
+
+    Used when the Right's vision tower is frozen and equal to the Left's: same weights and the same pixels give the
+    same features, so computing them twice is waste. The stock method is overridden on the two instances only, for
+    the block; whatever it returns (it differs between transformers versions and families, DeepStack features
+    included) is passed through unchanged.
+    """
+    stock = source.get_image_features
+    computed = []
+
+    def record(*args, **kwargs):
+        computed[:] = [stock(*args, **kwargs)]
+        return computed[0]
+
+    def reuse(*args, **kwargs):
+        if not computed:
+            raise RuntimeError("the Right Brain asked for image features before the Left Brain computed them")
+        return computed[0]
+
+    source.get_image_features, target.get_image_features = record, reuse
+    try:
+        yield
+    finally:
+        del source.get_image_features, target.get_image_features
 
 
 @dataclass
@@ -88,6 +123,8 @@ class DualBrainBackbone(nn.Module):
             enable_activation_checkpointing(self.right_brain)
 
         self.hidden_size = text_hidden_size(left)
+        self.num_text_layers = len(vlm_core(left).language_model.layers)
+        self._vision_check: tuple[tuple, bool] = ((), False)  # (parameter versions, towers identical)
         self.state_encoder = (
             StateEncoder(config.state_dim, self.hidden_size, config.num_state_tokens, config.state_hidden_dim)
             if config.state_dim is not None
@@ -108,6 +145,20 @@ class DualBrainBackbone(nn.Module):
         super().train(mode)
         self.left_brain.eval()  # the Left is frozen: no dropout, ever
         return self
+
+    def vision_is_shared(self) -> bool:
+        """True when the Right's vision tower is frozen and holds the Left's weights, so one tower's features serve
+        both brains (bit-identical to running both). Re-checked whenever a parameter changes (version counter)."""
+        right = list(self.right_brain.visual.parameters())
+        if any(p.requires_grad for p in right):
+            return False
+        left = list(vlm_core(self.left_brain).visual.parameters())
+        key = tuple((p.data_ptr(), p._version) for p in right + left)
+        if key != self._vision_check[0]:
+            same = len(left) == len(right) and all(
+                a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(left, right))
+            self._vision_check = (key, same)
+        return self._vision_check[1]
 
     @property
     def num_extra_slots(self) -> int:
@@ -167,10 +218,35 @@ class DualBrainBackbone(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: TwinBrainInputs) -> BackboneOutput:
         left, right = inputs.left, inputs.right
-        context = AsyMoTContext(left.attention_mask, right.attention_mask, self.backend)
-        with torch.no_grad():  # the Left stores nothing for backward; its K/V reach the Right detached
-            vlm_core(self.left_brain)(**left.tensors, use_cache=False, asymot_context=context)
+        context = AsyMoTContext(left.attention_mask, right.attention_mask, self.backend,
+                                stop_after_layer=self.num_text_layers - 1)
+        left_core = vlm_core(self.left_brain)
+        shared_vision = (
+            image_features_computed_once(left_core, self.right_brain)
+            if self._same_images(left, right) and self.vision_is_shared() else contextlib.nullcontext()
+        )
+        with shared_vision:
+            with torch.no_grad():  # the Left stores nothing for backward; its K/V reach the Right detached
+                try:
+                    left_core(**left.tensors, use_cache=False, asymot_context=context)
+                except LeftKeysValuesComplete:  # the Left's last K/V are recorded; the rest of its forward is unused
+                    pass
+            right_hidden = self._right_forward(inputs, context)
+        if self.action_queries is not None:
+            n = self.config.num_action_queries
+            return BackboneOutput(right_hidden[:, -n:],
+                                  torch.ones(right_hidden.shape[0], n, dtype=torch.bool, device=right_hidden.device))
+        return BackboneOutput(right_hidden, right.attention_mask.bool())
 
+    @staticmethod
+    def _same_images(left: BrainInputs, right: BrainInputs) -> bool:
+        keys = ("pixel_values", "image_grid_thw")
+        if any(left.tensors.get(k) is None or right.tensors.get(k) is None for k in keys):
+            return False
+        return all(torch.equal(left.tensors[k], right.tensors[k]) for k in keys)
+
+    def _right_forward(self, inputs: TwinBrainInputs, context: AsyMoTContext) -> torch.Tensor:
+        right = inputs.right
         embeds = self.right_brain.get_input_embeddings()(right.input_ids)  # [B, L_r, H]
         extra = []
         if self.state_encoder is not None:
@@ -190,11 +266,7 @@ class DualBrainBackbone(nn.Module):
         out = self.right_brain(
             **tensors, inputs_embeds=embeds, position_ids=position_ids, use_cache=False, asymot_context=context
         )
-        hidden = out.last_hidden_state
-        if self.action_queries is not None:
-            n = self.config.num_action_queries
-            return BackboneOutput(hidden[:, -n:], torch.ones(hidden.shape[0], n, dtype=torch.bool, device=hidden.device))
-        return BackboneOutput(hidden, right.attention_mask.bool())
+        return out.last_hidden_state
 
     # ------------------------------------------------------------------ the preserved generalist
     @torch.no_grad()

@@ -97,6 +97,27 @@ def test_forward_equals_the_stock_input_path(tiny_vlm):
     torch.testing.assert_close(got.hidden_states[mask], want[mask], rtol=0, atol=0)
 
 
+def test_left_stops_after_its_last_keys_values(tiny_vlm):
+    """In the twin forward the Left ends once its last layer's K/V are recorded: that layer's attention output, MLP
+    and the final norm never run, and the Right's output is exactly that of a Left run to the end."""
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    inputs = prepare(backbone, SAMPLES)
+    text = vlm_core(backbone.left_brain).language_model
+    calls = []
+    hooks = [text.layers[-1].mlp.register_forward_hook(lambda *_: calls.append("last mlp")),
+             text.norm.register_forward_hook(lambda *_: calls.append("final norm")),
+             text.layers[0].mlp.register_forward_hook(lambda *_: calls.append("first mlp"))]
+    with torch.no_grad():
+        got = backbone(inputs)
+    for hook in hooks:
+        hook.remove()
+    assert calls == ["first mlp"]
+    with torch.no_grad():
+        backbone.num_text_layers += 1  # no layer matches: the Left runs to the end
+        full = backbone(inputs)
+    assert torch.equal(got.hidden_states, full.hidden_states)
+
+
 def test_backends_agree(tiny_vlm):
     outs = {}
     for backend in ("eager", "sdpa"):
@@ -197,6 +218,45 @@ def test_freeze_right_vision(tiny_vlm):
     backbone = build(tiny_vlm, freeze_right_vision=True)
     assert not any(p.requires_grad for p in backbone.right_brain.visual.parameters())
     assert all(p.requires_grad for p in backbone.right_brain.language_model.parameters())
+
+
+def test_frozen_right_vision_reuses_the_left_image_features(tiny_vlm):
+    """A frozen Right vision tower with the Left's weights is not run: the Left's features serve both brains, with
+    the same outputs and gradients, bit for bit. Any change to the weights turns the sharing off."""
+    backbone = build(tiny_vlm, state_dim=STATE_DIM, freeze_right_vision=True)
+    inputs = prepare(backbone, SAMPLES)
+    calls = []
+    hooks = [backbone.right_brain.visual.register_forward_pre_hook(lambda *_: calls.append("right")),
+             vlm_core(backbone.left_brain).visual.register_forward_pre_hook(lambda *_: calls.append("left"))]
+
+    def run():
+        backbone.zero_grad(set_to_none=True)
+        out = backbone(inputs)
+        out.hidden_states[out.attention_mask].square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in backbone.named_parameters() if p.grad is not None}
+        return out.hidden_states.detach(), grads
+
+    assert backbone.vision_is_shared()
+    shared, shared_grads = run()
+    assert calls == ["left"]
+    calls.clear()
+    backbone.vision_is_shared = lambda: False  # both towers run, as without sharing
+    separate, separate_grads = run()
+    del backbone.vision_is_shared
+    assert calls == ["left", "right"]
+    assert torch.equal(shared, separate)
+    assert shared_grads.keys() == separate_grads.keys()
+    assert all(torch.equal(shared_grads[n], separate_grads[n]) for n in shared_grads)
+
+    with torch.no_grad():  # e.g. a checkpoint with another Right vision tower was loaded
+        next(backbone.right_brain.visual.parameters()).add_(0.01)
+    assert not backbone.vision_is_shared()
+    calls.clear()
+    backbone(inputs)
+    assert calls == ["left", "right"]
+    for hook in hooks:
+        hook.remove()
+    assert not build(tiny_vlm).vision_is_shared()  # a trainable Right vision tower always runs
 
 
 # ---------------------------------------------------------------- bad input
