@@ -102,7 +102,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .serving.policy import ServedPolicy
     from .serving.server import PolicyServer
 
-    policy = ServedPolicy.from_checkpoint(args.ckpt, device=args.device, bf16=args.bf16, unnorm_key=args.unnorm_key)
+    policy = ServedPolicy.from_checkpoint(args.ckpt, device=args.device, bf16=args.bf16, unnorm_key=args.unnorm_key,
+                                          compile_head=args.compile_head)
     server = PolicyServer(policy, host=args.host, port=args.port, idle_timeout=args.idle_timeout)
     meta = server.metadata
     print(f"serving {meta['framework']} from {args.ckpt} on ws://{args.host}:{args.port} ({meta['device']}, "
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--device", default="auto", help="auto (GPU when present, else CPU) | cpu | cuda[:N]")
     serve.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (for GPUs)")
+    serve.add_argument("--compile-head", action="store_true",
+                       help="torch.compile the action head's DiT (framework.twinbrain.compile_action_head): faster "
+                       "chunks once the first requests have compiled it (tens of seconds on CPU)")
     serve.add_argument("--unnorm-key", default=None, help="statistics key for un-normalising (default: the run's only one)")
     serve.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds (default: never)")
     serve.set_defaults(func=_serve)

@@ -97,6 +97,7 @@ class TwinBrainOptions:
     state_hidden_dim: int = 1024
     freeze_right_vision: bool = False
     gradient_checkpointing: bool = False
+    compile_action_head: bool = False  # torch.compile the head's DiT (it runs num_inference_timesteps times per chunk)
     left_brain_storage: LeftBrainStorage = "reference"  # checkpoints hold a (path, hash) reference, or the weights
     prompts: PromptConfig = field(default_factory=PromptConfig)
 

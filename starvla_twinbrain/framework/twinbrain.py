@@ -12,6 +12,7 @@ learning-rate key ``qwen_vl_interface`` resolves to the Right Brain.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Sequence
 
@@ -52,6 +53,34 @@ def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -
     return FlowMatchingActionHead(ActionHeadConfig.from_section(section))
 
 
+class InferenceCompiledDiT:
+    """``framework.twinbrain.compile_action_head``: the head's DiT through ``torch.compile``, for inference only.
+
+    ``with compiled.active(action_model): action_model.predict_action(...)`` swaps the compiled DiT in for the call;
+    both heads (built-in and starVLA's) keep it at ``action_model.model``. It shares the parameters, so checkpoints
+    are unchanged. Training stays eager: with torch 2.14.1, the compiled training graph of this DiT gave wrong
+    outputs for padded conditions once shapes were dynamic, and on CPU it saved nothing. Shapes are dynamic because
+    the condition length changes from batch to batch; the first calls compile (tens of seconds on CPU).
+    """
+
+    def __init__(self):
+        self._compiled: nn.Module | None = None
+
+    @contextlib.contextmanager
+    def active(self, action_model: nn.Module):
+        dit = getattr(action_model, "model", None)
+        if not isinstance(dit, nn.Module):
+            raise ValueError("framework.twinbrain.compile_action_head: this action head has no DiT at action_model.model")
+        if self._compiled is None or self._compiled._orig_mod is not dit:
+            self._compiled = torch.compile(dit, dynamic=True)
+            logger.info("action head: DiT compiled with torch.compile for inference (dynamic shapes)")
+        action_model.model = self._compiled
+        try:
+            yield
+        finally:
+            action_model.model = dit
+
+
 class TwinBrain(BaseFramework):
     """Frozen Left Brain + trainable Right Brain (AsyMoT) + flow-matching action head."""
 
@@ -69,6 +98,7 @@ class TwinBrain(BaseFramework):
         self.state_encoder = backbone.state_encoder
         self.action_queries = backbone.action_queries
         self.action_model = build_action_head(config, self.twin, backbone.hidden_size)
+        self.compiled_head = InferenceCompiledDiT() if self.twin.options.compile_action_head else None
         self.action_horizon = int(self.twin.action_model["action_horizon"])
         self.action_dim = int(self.twin.action_model["action_dim"])
         self.repeated_diffusion_steps = int(self.twin.action_model.get("repeated_diffusion_steps", 8))
@@ -167,8 +197,9 @@ class TwinBrain(BaseFramework):
                 noise_kwargs["noise"] = one.expand(len(examples), -1, -1).to(device, dtype)
             else:
                 torch.manual_seed(seed)
-        actions = self.action_model.predict_action(out.hidden_states, state, encoder_attention_mask=out.attention_mask,
-                                                   **noise_kwargs)
+        with self.compiled_head.active(self.action_model) if self.compiled_head else contextlib.nullcontext():
+            actions = self.action_model.predict_action(out.hidden_states, state,
+                                                       encoder_attention_mask=out.attention_mask, **noise_kwargs)
         return {"normalized_actions": actions.float().cpu().numpy()}
 
     def chat(self, images, question: str, **kwargs) -> str:

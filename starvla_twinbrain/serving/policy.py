@@ -85,7 +85,8 @@ class ServedPolicy:
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, device: str = "auto", bf16: bool = False,
-                        unnorm_key: str | None = None) -> "ServedPolicy":
+                        unnorm_key: str | None = None, compile_head: bool = False) -> "ServedPolicy":
+        from ..framework.twinbrain import InferenceCompiledDiT
         from ..runtime.checkpoint import load_framework
 
         target = pick_device(device)
@@ -93,6 +94,8 @@ class ServedPolicy:
             logger.warning("--bf16 on %s: bfloat16 is meant for GPUs; on CPU it is slow and less precise", target)
         model = load_framework(ckpt_path)
         model = model.to(target, dtype=torch.bfloat16 if bf16 else None)
+        if compile_head and model.compiled_head is None:
+            model.compiled_head = InferenceCompiledDiT()
         return cls(model, model.config, model.norm_stats, ckpt_path, unnorm_key)  # the run's config.yaml, as loaded
 
     @property
@@ -116,6 +119,7 @@ class ServedPolicy:
             "training_obs_image_size": list(self.image_size) if self.image_size else None,
             "device": str(param.device),
             "dtype": str(param.dtype).replace("torch.", ""),
+            "compiled_head": getattr(self.model, "compiled_head", None) is not None,
             "request_types": ["infer", "ping", "chat"],
         }
 

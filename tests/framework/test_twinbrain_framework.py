@@ -91,11 +91,12 @@ def test_predict_action_contract(model):
 
 
 def test_vlm_pair_runs_once_per_observation(model):
-    """Both brains run once per predict_action call, whatever the number of Euler steps."""
+    """Both brains run once per predict_action call, whatever the number of Euler steps (pre-hooks: the Left's
+    forward ends early, once its last K/V are recorded)."""
     calls = {"left": 0, "right": 0}
     hooks = [
-        model.left_brain.model.register_forward_hook(lambda *a: calls.__setitem__("left", calls["left"] + 1)),
-        model.right_brain.register_forward_hook(lambda *a: calls.__setitem__("right", calls["right"] + 1)),
+        model.left_brain.model.register_forward_pre_hook(lambda *a: calls.__setitem__("left", calls["left"] + 1)),
+        model.right_brain.register_forward_pre_hook(lambda *a: calls.__setitem__("right", calls["right"] + 1)),
     ]
     try:
         model.predict_action(examples(n=2, with_action=False))
@@ -142,6 +143,36 @@ def test_self_contained_copy(tiny_vlm):
     state = copy_model.state_dict()
     assert any(k.startswith("left_brain.") for k in state) and "left_brain_reference" not in state
     copy_model.load_state_dict(state, strict=True)
+
+
+@pytest.mark.slow
+def test_compiled_head_matches_the_eager_head(model, tiny_vlm):
+    """framework.twinbrain.compile_action_head: predict_action runs the DiT through torch.compile and gives the
+    eager actions; parameter names (so checkpoints) are unchanged, and training stays eager, bit for bit."""
+    compiled = TwinBrain(make_config(tiny_vlm, compile_action_head=True))
+    compiled.load_state_dict(model.state_dict(), strict=True)
+    model.eval(), compiled.eval()
+    obs = examples(n=4, with_action=False)
+    want = model.predict_action(obs, seed=3)["normalized_actions"]
+    for n in (4, 1, 3):  # new batch sizes reuse the dynamic-shape graph
+        got = compiled.predict_action(obs[:n], seed=3)["normalized_actions"]
+        np.testing.assert_allclose(got, want[:n], rtol=1e-4, atol=1e-5)
+    assert list(compiled.state_dict()) == list(model.state_dict())
+    assert type(compiled.action_model.model) is type(model.action_model.model)  # swapped back after the call
+
+    losses, grads = {}, {}
+    for name, m in (("eager", model), ("compiled", compiled)):
+        m.train()
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(11)  # the same flow-matching noise and times
+        loss = m(examples())["action_loss"]
+        loss.backward()
+        losses[name] = loss.item()
+        grads[name] = {k: p.grad for k, p in m.named_parameters() if p.grad is not None}
+    assert losses["compiled"] == losses["eager"]
+    assert grads["eager"].keys() == grads["compiled"].keys() and grads["eager"]
+    for key, grad in grads["eager"].items():
+        assert torch.equal(grads["compiled"][key], grad), key
 
 
 # ---------------------------------------------------------------- bad configuration and input

@@ -67,6 +67,20 @@ def test_metadata_on_connect(port, policy):
     assert meta["state_statistics"]["toy_robot"] == policy.statistics["toy_robot"]["state"]
 
 
+@pytest.mark.slow
+def test_compiled_head_serves_the_same_actions(run, policy):
+    """`starvla serve --compile-head`: the head's DiT through torch.compile, the eager server's actions."""
+    compiled = ServedPolicy.from_checkpoint(run, device="cpu", compile_head=True)
+    assert compiled.metadata["compiled_head"] and not policy.metadata["compiled_head"]
+    examples = request_examples(2)
+    with PolicyServer(compiled, host="127.0.0.1", port=0).running() as bound:
+        with PolicyClient("127.0.0.1", bound) as client:
+            served = client.predict_action(examples, seed=7)
+    local = policy.model.predict_action(policy.check_examples(examples), seed=7)["normalized_actions"]
+    want = unnormalize(local, policy.statistics["toy_robot"]["action"], "q99")
+    np.testing.assert_allclose(served, want, rtol=1e-4, atol=1e-4)
+
+
 def test_round_trip_equals_the_model_in_process(port, policy):
     examples = request_examples(3)
     with PolicyClient("127.0.0.1", port) as client:
