@@ -3,12 +3,13 @@
     python benchmarks/bench_backbone.py [--json OUT.json] [--repeats 5]
 
 1. Training step (forward + backward + AdamW step) and peak memory of the dual-brain backbone against a single
-   brain (the same VLM as the Right Brain alone, stock attention, no Left) on the same batch and prompt. Peak
-   memory is the process's peak RSS over its state before any model was loaded (weights + gradients + optimizer
-   state + activations), each variant in its own subprocess.
+   brain (the same VLM as the Right Brain alone, stock attention, no Left) on the same batch and prompt. Times:
+   both in one process, timed in alternation round by round, so that machine drift hits both alike. Peak memory:
+   the process's peak RSS over its state before any model was loaded (weights + gradients + optimizer state +
+   activations), each variant in its own subprocess.
 2. Joint attention, eager reference vs sdpa, forward + backward at several sequence lengths (L_l = L_r = L/2),
    with 3B-like heads (16 query heads, 2 key/value heads, head dim 128).
-Median of ``--repeats`` timed runs after one warm-up. This is a benchmark, not a test: no thresholds.
+Median of ``--repeats`` timed rounds after two warm-up rounds. This is a benchmark, not a test: no thresholds.
 """
 
 from __future__ import annotations
@@ -35,22 +36,20 @@ def _rss_kb() -> int:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _alternate(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median time of each call, timed in alternation round by round, so machine drift hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(warmup + repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def _step_worker(variant: str, vlm_path: str, repeats: int) -> dict:
-    """Runs in a fresh process: one variant's step time, inference time, and peak RSS over the baseline.
-
-    The baseline is taken before any model is loaded, so the peak counts weights, gradients, optimizer state and
-    activations: what training holds. The single brain never loads a Left.
-    """
+def _build(variant: str, vlm_path: str):
+    """(model, forward, tokens) of one variant on the same batch. The single brain never loads a Left."""
     from PIL import Image
 
     from starvla_twinbrain.config import BackboneConfig
@@ -59,7 +58,6 @@ def _step_worker(variant: str, vlm_path: str, repeats: int) -> dict:
     from starvla_twinbrain.model.prompts import PromptBuilder
     from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
 
-    baseline = _rss_kb()
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     images = [[Image.fromarray(torch.randint(0, 256, (IMAGE, IMAGE, 3), generator=g, dtype=torch.uint8).numpy())]
@@ -80,7 +78,10 @@ def _step_worker(variant: str, vlm_path: str, repeats: int) -> dict:
 
         def forward():
             return model(inputs).hidden_states
-    model.train()
+    return model, forward, tokens
+
+
+def _train_step(model, forward):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def step():
@@ -89,19 +90,34 @@ def _step_worker(variant: str, vlm_path: str, repeats: int) -> dict:
         loss.backward()
         optimizer.step()
 
-    seconds = _median_time(step, repeats)
+    return step
+
+
+def _memory_worker(variant: str, vlm_path: str) -> dict:
+    """One variant in a fresh process: peak RSS of training steps over the state before any model was loaded, so
+    it counts weights, gradients, optimizer state and activations."""
+    baseline = _rss_kb()
+    model, forward, tokens = _build(variant, vlm_path)
+    step = _train_step(model.train(), forward)
+    for _ in range(3):
+        step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with torch.no_grad():
+    return {"peak_growth_mb": (peak - baseline) / 1024, "tokens": tokens}
+
+
+def _timing_worker(vlm_path: str, repeats: int) -> dict:
+    """Both variants in one process, timed in alternation: training steps, then no-grad forwards."""
+    built = {variant: _build(variant, vlm_path) for variant in ("single", "twin")}
+    steps = _alternate({v: _train_step(model.train(), forward) for v, (model, forward, _) in built.items()}, repeats)
+    for model, _, _ in built.values():
         model.eval()
-        infer = _median_time(forward, repeats)
-    return {"step_s": seconds, "infer_s": infer, "peak_growth_mb": (peak - baseline) / 1024, "tokens": tokens}
+    with torch.no_grad():
+        infer = _alternate({v: forward for v, (_, forward, _) in built.items()}, repeats)
+    return {v: {"step_s": steps[v], "infer_s": infer[v]} for v in built}
 
 
-def _run_variant(variant: str, vlm_path: str, repeats: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", variant, "--vlm", vlm_path, "--repeats", str(repeats)],
-        check=True, capture_output=True, text=True,
-    )
+def _run_worker(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -120,14 +136,15 @@ def bench_attention(lengths, repeats: int) -> list[dict]:
         left_valid = torch.ones(1, l_l, dtype=torch.bool)
         left_valid[:, : l_l // 8] = False  # some padding
         right_valid = torch.ones(1, l_r, dtype=torch.bool)
-        times = {}
-        for name, kernel in (("eager", joint_attention_eager), ("sdpa", joint_attention_sdpa)):
-            def run():
-                mask = joint_attention_mask(left_valid, right_valid)  # built once per forward, as in the model
-                out = kernel(q, k_l, v_l, k_r, v_r, mask, d ** -0.5)
-                out = out[0] if isinstance(out, tuple) else out
-                out.sum().backward()
-            times[name] = _median_time(run, repeats)
+
+        def run(kernel):
+            mask = joint_attention_mask(left_valid, right_valid)  # built once per forward, as in the model
+            out = kernel(q, k_l, v_l, k_r, v_r, mask, d ** -0.5)
+            out = out[0] if isinstance(out, tuple) else out
+            out.sum().backward()
+
+        times = _alternate({"eager": lambda: run(joint_attention_eager), "sdpa": lambda: run(joint_attention_sdpa)},
+                           repeats)
         rows.append({"tokens": length, "eager_s": times["eager"], "sdpa_s": times["sdpa"],
                      "speedup": times["eager"] / times["sdpa"]})
     return rows
@@ -138,11 +155,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", choices=["single", "twin"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["single", "twin", "timing"], help=argparse.SUPPRESS)
     parser.add_argument("--vlm", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "timing":
+        print(json.dumps(_timing_worker(args.vlm, args.repeats)))
+        return
     if args.worker:
-        print(json.dumps(_step_worker(args.worker, args.vlm, args.repeats)))
+        print(json.dumps(_memory_worker(args.worker, args.vlm)))
         return
 
     from starvla_twinbrain.tiny_vlm import make_tiny_vlm
@@ -150,8 +170,10 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL))
-        single = _run_variant("single", vlm, args.repeats)
-        twin = _run_variant("twin", vlm, args.repeats)
+        single, twin = _run_worker("single", "--vlm", vlm), _run_worker("twin", "--vlm", vlm)
+        timing = _run_worker("timing", "--vlm", vlm, "--repeats", str(args.repeats))
+        single.update(timing["single"])
+        twin.update(timing["twin"])
     attention = bench_attention(args.lengths, args.repeats)
 
     print(f"\nBackbone: Qwen2.5-VL-like, hidden {MODEL['hidden_size']}, {MODEL['num_layers']} layers, batch {BATCH}, "

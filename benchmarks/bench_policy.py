@@ -1,20 +1,25 @@
 """Policy cost: TwinBrain (Left + Right VLM, AsyMoT, GR00T head) against a single-brain VLA with the same VLM and
 the same head (starVLA's QwenGR00T design: the VLM's last hidden states condition the head, state goes to the
-head). Ratios measured in one run, each variant in its own process.
+head). Ratios measured in one run.
 
-    python benchmarks/bench_policy.py [--json OUT.json] [--repeats 5]
+    python benchmarks/bench_policy.py [--json OUT.json] [--repeats 5] [--compile-head] [--freeze-vision]
 
 - training step: forward + backward + AdamW over the trainable parameters, the head's batch repeated
   ``repeated_diffusion_steps`` (8, starVLA's default) times with the VLMs run once;
-- peak training memory: the process's peak RSS over its state before any model was loaded;
 - inference: one observation → one action chunk (VLMs once, 4 Euler steps of the head), batch 1;
+- peak training memory: the process's peak RSS over its state before any model was loaded;
 - checkpoint: the bytes of the saved state dict (TwinBrain stores the Left Brain by reference).
-Median of ``--repeats`` timed runs after one warm-up. A benchmark, not a test: no thresholds.
+Times: both models in one process, timed in alternation round by round, so that machine drift hits both alike.
+Memory and checkpoint: each variant in its own process.
+Median of ``--repeats`` timed rounds after two warm-up rounds (inference: 4× as many). ``--compile-head`` compiles both
+heads' DiT with ``torch.compile`` (``framework.twinbrain.compile_action_head``); ``--freeze-vision`` freezes both
+vision towers (TwinBrain then computes the image features once for both brains). A benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import resource
@@ -28,18 +33,20 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_backbone import _median_time, _rss_kb  # noqa: E402
+from bench_backbone import _alternate, _rss_kb  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 MODEL = dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=2)
 HEAD_LAYERS, HORIZON, DIM, BATCH, IMAGE = 1, 16, 7, 4, 112
 
 
-def _config(vlm: str):
+def _config(vlm: str, compile_head: bool, freeze_vision: bool):
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(ROOT / "configs" / "tiny_cpu.yaml")
     cfg.framework.qwenvl.base_vlm = vlm
+    cfg.framework.twinbrain.compile_action_head = compile_head
+    cfg.framework.twinbrain.freeze_right_vision = freeze_vision
     cfg.framework.action_model.update(action_horizon=HORIZON, action_dim=DIM, state_dim=DIM,
                                       repeated_diffusion_steps=8, hidden_size=1024)
     cfg.framework.action_model.diffusion_model_cfg.update(num_layers=HEAD_LAYERS, output_dim=1024)
@@ -53,7 +60,7 @@ class SingleBrainVLA(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         from starvla_twinbrain.config import TwinBrainConfig
-        from starvla_twinbrain.framework.twinbrain import build_action_head
+        from starvla_twinbrain.framework.twinbrain import InferenceCompiledDiT, build_action_head
         from starvla_twinbrain.model.processing import family_of, load_processor
         from starvla_twinbrain.model.prompts import PromptBuilder
         from starvla_twinbrain.model.qwen_compat import load_vlm, text_hidden_size, vlm_core
@@ -62,9 +69,12 @@ class SingleBrainVLA(nn.Module):
         vlm = twin.backbone.base_vlm
         stock = load_vlm(vlm, family_of(vlm), "sdpa")
         self.vlm = vlm_core(stock)
+        if twin.options.freeze_right_vision:
+            self.vlm.visual.requires_grad_(False)
         self.prompts = PromptBuilder(load_processor(vlm), twin.backbone.prompts)
         self.action_model = build_action_head(cfg, twin, text_hidden_size(stock))
         self.repeats = int(twin.action_model["repeated_diffusion_steps"])
+        self.compiled_head = InferenceCompiledDiT() if twin.options.compile_action_head else None
 
     def _condition(self, examples):
         _, right = self.prompts([ex["image"] for ex in examples], [ex["lang"] for ex in examples])
@@ -82,7 +92,8 @@ class SingleBrainVLA(nn.Module):
     @torch.no_grad()
     def predict_action(self, examples):
         hidden, mask, state = self._condition(examples)
-        return self.action_model.predict_action(hidden, state, encoder_attention_mask=mask)
+        with self.compiled_head.active(self.action_model) if self.compiled_head else contextlib.nullcontext():
+            return self.action_model.predict_action(hidden, state, encoder_attention_mask=mask)
 
 
 def _examples(n: int) -> list[dict]:
@@ -95,17 +106,16 @@ def _examples(n: int) -> list[dict]:
              "action": g.uniform(-1, 1, (HORIZON, DIM)).astype(np.float32)} for i in range(n)]
 
 
-def _worker(variant: str, vlm: str, repeats: int) -> dict:
+def _build(variant: str, cfg):
     from starvla_twinbrain.framework.twinbrain import TwinBrain
 
-    baseline = _rss_kb()
     torch.manual_seed(0)
-    cfg = _config(vlm)
-    model = TwinBrain(cfg) if variant == "twin" else SingleBrainVLA(cfg)
-    batch, one = _examples(BATCH), _examples(1)
+    return TwinBrain(cfg) if variant == "twin" else SingleBrainVLA(cfg)
+
+
+def _train_step(model, batch):
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
-    model.train()
 
     def step():
         loss = model(batch)["action_loss"]
@@ -113,21 +123,43 @@ def _worker(variant: str, vlm: str, repeats: int) -> dict:
         loss.backward()
         optimizer.step()
 
-    step_s = _median_time(step, repeats)
+    return step
+
+
+def _memory_worker(variant: str, vlm: str, compile_head: bool, freeze_vision: bool) -> dict:
+    """One variant in a fresh process: peak RSS of training over the state before any model was loaded, and the
+    checkpoint's size."""
+    baseline = _rss_kb()
+    model = _build(variant, _config(vlm, compile_head, freeze_vision)).train()
+    step = _train_step(model, _examples(BATCH))
+    for _ in range(3):
+        step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model.eval()
-    infer_s = _median_time(lambda: model.predict_action(one), repeats)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    return {"step_s": step_s, "infer_s": infer_s, "peak_growth_mb": (peak - baseline) / 1024,
-            "checkpoint_mb": buffer.tell() / 2**20,
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return {"peak_growth_mb": (peak - baseline) / 1024, "checkpoint_mb": buffer.tell() / 2**20,
             "trainable_mb": sum(p.numel() * p.element_size() for p in trainable) / 2**20,
             "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
-def _run(variant: str, vlm: str, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", variant, "--vlm", vlm, "--repeats", str(repeats)],
-                         check=True, capture_output=True, text=True)
+def _timing_worker(vlm: str, repeats: int, compile_head: bool, freeze_vision: bool) -> dict:
+    """Both variants in one process: training steps, then inference (the first calls compile with --compile-head)."""
+    cfg = _config(vlm, compile_head, freeze_vision)
+    models = {variant: _build(variant, cfg) for variant in ("single", "twin")}
+    batch, one = _examples(BATCH), _examples(1)
+    for model in models.values():
+        model.train()
+    steps = _alternate({variant: _train_step(model, batch) for variant, model in models.items()}, repeats)
+    for model in models.values():
+        model.eval()
+    infer = _alternate({variant: (lambda m=model: m.predict_action(one)) for variant, model in models.items()},
+                       4 * repeats)
+    return {variant: {"step_s": steps[variant], "infer_s": infer[variant]} for variant in models}
+
+
+def _run(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -135,22 +167,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--worker", choices=["single", "twin"], help=argparse.SUPPRESS)
+    parser.add_argument("--compile-head", action="store_true", help="torch.compile both heads' DiT")
+    parser.add_argument("--freeze-vision", action="store_true",
+                        help="freeze the vision tower in both (TwinBrain: framework.twinbrain.freeze_right_vision, "
+                        "so the Left's image features serve the Right too)")
+    parser.add_argument("--worker", choices=["single", "twin", "timing"], help=argparse.SUPPRESS)
     parser.add_argument("--vlm", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "timing":
+        print(json.dumps(_timing_worker(args.vlm, args.repeats, args.compile_head, args.freeze_vision)))
+        return
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.vlm, args.repeats)))
+        print(json.dumps(_memory_worker(args.worker, args.vlm, args.compile_head, args.freeze_vision)))
         return
 
     from starvla_twinbrain.tiny_vlm import make_tiny_vlm
 
     with tempfile.TemporaryDirectory() as tmp:
         vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL))
-        single, twin = _run("single", vlm, args.repeats), _run("twin", vlm, args.repeats)
+        flags = ["--vlm", vlm, "--repeats", str(args.repeats)]
+        flags += ["--compile-head"] * args.compile_head + ["--freeze-vision"] * args.freeze_vision
+        single, twin = _run("single", *flags), _run("twin", *flags)
+        timing = _run("timing", *flags)
+        single.update(timing["single"])
+        twin.update(timing["twin"])
 
     print(f"\nPolicy: Qwen2.5-VL-like VLM (hidden {MODEL['hidden_size']}, {MODEL['num_layers']} layers) + GR00T head "
           f"(DiT-B, {HEAD_LAYERS} layers), horizon {HORIZON}, batch {BATCH} (inference: 1), {IMAGE}x{IMAGE} image, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+          f"{', head compiled' if args.compile_head else ''}{', vision frozen' if args.freeze_vision else ''}")
     print(f"{'':34}{'single':>10}{'twin':>10}{'ratio':>8}")
     rows = (("step_s", "train step (fwd+bwd+AdamW) ms", 1e3), ("peak_growth_mb", "peak training memory MB", 1),
             ("infer_s", "inference, one chunk ms", 1e3), ("checkpoint_mb", "checkpoint MB", 1),
@@ -159,6 +204,7 @@ def main() -> None:
         print(f"{label:34}{single[key] * scale:10.1f}{twin[key] * scale:10.1f}{twin[key] / single[key]:8.2f}")
     if args.json:
         args.json.write_text(json.dumps({"model": MODEL, "head_layers": HEAD_LAYERS, "batch": BATCH,
+                                         "compile_head": args.compile_head, "freeze_vision": args.freeze_vision,
                                          "single": single, "twin": twin}, indent=2))
 
 
