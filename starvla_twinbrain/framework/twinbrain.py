@@ -58,9 +58,10 @@ class InferenceCompiledDiT:
 
     ``with compiled.active(action_model): action_model.predict_action(...)`` swaps the compiled DiT in for the call;
     both heads (built-in and starVLA's) keep it at ``action_model.model``. It shares the parameters, so checkpoints
-    are unchanged. Training stays eager: with torch 2.14.1, the compiled training graph of this DiT gave wrong
-    outputs for padded conditions once shapes were dynamic, and on CPU it saved nothing. Shapes are dynamic because
-    the condition length changes from batch to batch; the first calls compile (tens of seconds on CPU).
+    are unchanged. Training stays eager: with torch 2.13.0 the compiled training graph of this DiT gave wrong
+    outputs for padded conditions once shapes were dynamic (2.11 and 2.14.1 were right), and on CPU it saved
+    nothing. Shapes are dynamic because the condition length changes from batch to batch; the first calls compile
+    (tens of seconds on CPU).
     """
 
     def __init__(self):
