@@ -116,8 +116,9 @@ def _timing_worker(vlm_path: str, repeats: int) -> dict:
     return {v: {"step_s": steps[v], "infer_s": infer[v]} for v in built}
 
 
-def _run_worker(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True)
+def _run_worker(script: str, *args: str) -> dict:
+    """``python script --worker ARGS`` in a fresh process; its last stdout line is the JSON result."""
+    out = subprocess.run([sys.executable, script, "--worker", *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -170,8 +171,8 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL))
-        single, twin = _run_worker("single", "--vlm", vlm), _run_worker("twin", "--vlm", vlm)
-        timing = _run_worker("timing", "--vlm", vlm, "--repeats", str(args.repeats))
+        single, twin = _run_worker(__file__, "single", "--vlm", vlm), _run_worker(__file__, "twin", "--vlm", vlm)
+        timing = _run_worker(__file__, "timing", "--vlm", vlm, "--repeats", str(args.repeats))
         single.update(timing["single"])
         twin.update(timing["twin"])
     attention = bench_attention(args.lengths, args.repeats)

@@ -23,7 +23,6 @@ import contextlib
 import io
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_backbone import _alternate, _rss_kb  # noqa: E402
+from bench_backbone import _alternate, _rss_kb, _run_worker  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 MODEL = dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=2)
@@ -158,11 +157,6 @@ def _timing_worker(vlm: str, repeats: int, compile_head: bool, freeze_vision: bo
     return {variant: {"step_s": steps[variant], "infer_s": infer[variant]} for variant in models}
 
 
-def _run(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", *args], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
@@ -187,8 +181,8 @@ def main() -> None:
         vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL))
         flags = ["--vlm", vlm, "--repeats", str(args.repeats)]
         flags += ["--compile-head"] * args.compile_head + ["--freeze-vision"] * args.freeze_vision
-        single, twin = _run("single", *flags), _run("twin", *flags)
-        timing = _run("timing", *flags)
+        single, twin = _run_worker(__file__, "single", *flags), _run_worker(__file__, "twin", *flags)
+        timing = _run_worker(__file__, "timing", *flags)
         single.update(timing["single"])
         twin.update(timing["twin"])
 

@@ -223,7 +223,7 @@ class DualBrainBackbone(nn.Module):
         left_core = vlm_core(self.left_brain)
         shared_vision = (
             image_features_computed_once(left_core, self.right_brain)
-            if self._same_images(left, right) and self.vision_is_shared() else contextlib.nullcontext()
+            if self.vision_is_shared() and self._same_images(left, right) else contextlib.nullcontext()
         )
         with shared_vision:
             with torch.no_grad():  # the Left stores nothing for backward; its K/V reach the Right detached
