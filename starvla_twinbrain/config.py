@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 ConditionMode = Literal["all_tokens", "action_queries"]
+StateInto = Literal["right", "head", "both"]
 AttentionBackend = Literal["eager", "sdpa", "flash_attention_2"]
 
 LEFT_SYSTEM_PROMPT = "You are a helpful robot brain that can understand images and texts."
@@ -99,10 +100,15 @@ class TwinBrainOptions:
     gradient_checkpointing: bool = False
     compile_action_head: bool = False  # torch.compile the head's DiT (it runs num_inference_timesteps times per chunk)
     left_brain_storage: LeftBrainStorage = "reference"  # checkpoints hold a (path, hash) reference, or the weights
+    # Where the robot state enters: "right" = state tokens appended to the Right Brain's input (paper eq. 3, the head
+    # sees only the Right's hidden states); "head" = the action head's own state token only (GR00T's path, and the
+    # released PhysBrain-VLA code's only one); "both" = the two at once.
+    state_into: StateInto = "right"
     prompts: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self):
         _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
+        _check_choice("framework.twinbrain.state_into", self.state_into, get_args(StateInto))
 
 
 # framework.action_model defaults: those of starVLA's QwenGR00T, so a QwenGR00T YAML switched to TwinBrain builds
@@ -119,6 +125,7 @@ ACTION_MODEL_DEFAULTS = {
     "num_timestep_buckets": 1000,
     "num_inference_timesteps": 4,
     "num_target_vision_tokens": 32,
+    "time_distribution": "uniform",  # the paper: t ~ U[0, 1]; "beta" is GR00T's Beta(noise_beta_alpha, noise_beta_beta)
     "diffusion_model_cfg": {
         "dropout": 0.2,
         "final_dropout": True,
@@ -147,6 +154,13 @@ class TwinBrainConfig:
     options: TwinBrainOptions
     action_model: dict  # framework.action_model, as the YAML gives it (the head validates its own keys)
     include_state: bool  # datasets.vla_data.include_state
+
+    @property
+    def head_state_dim(self) -> int | None:
+        """The action head's state size: set only when the state goes to the head (``state_into: head | both``)."""
+        if self.include_state and self.options.state_into in ("head", "both"):
+            return int(self.action_model["state_dim"])
+        return None
 
     @classmethod
     def from_omegaconf(cls, cfg) -> "TwinBrainConfig":
@@ -177,7 +191,7 @@ class TwinBrainConfig:
             attn_implementation=select("framework.qwenvl.attn_implementation"),
             condition=options.condition,
             num_action_queries=options.num_action_queries,
-            state_dim=int(action_model["state_dim"]) if include_state else None,
+            state_dim=int(action_model["state_dim"]) if include_state and options.state_into != "head" else None,
             num_state_tokens=options.num_state_tokens,
             state_hidden_dim=options.state_hidden_dim,
             freeze_right_vision=options.freeze_right_vision,

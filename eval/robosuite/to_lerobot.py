@@ -31,7 +31,7 @@ def main() -> int:
         sys.exit(f"{args.episodes}: no episode_*.npz files (run eval/robosuite/collect.py first)")
     if args.out.exists():
         sys.exit(f"{args.out} exists: remove it first (LeRobot datasets are written once)")
-    write_lerobot_dataset(args.out, episodes(args.episodes), fps=FPS)
+    write_lerobot_dataset(args.out, episodes(args.episodes), fps=FPS, robot_type="panda")
     print(f"LeRobot v3.0 dataset written to {args.out}")
     return 0
 

@@ -23,6 +23,7 @@ from torch import nn
 from ..config import TwinBrainConfig
 from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
+from ..model.state_encoder import stack_states
 from . import left_reference
 from .host_api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
 
@@ -38,18 +39,29 @@ def _default_dtype() -> torch.dtype:
 
 
 def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -> nn.Module:
-    """starVLA's GR00T head when starVLA is importable, else the built-in head of the same design."""
+    """starVLA's GR00T head when starVLA is importable, else the built-in head of the same design.
+
+    Both are built from one resolved ``framework.action_model``: the condition width is the VLM's hidden size, the
+    head has a state encoder only when the state goes to the head (``state_into``), and the paper's uniform time is
+    drawn by starVLA's head as Beta(1, 1) (the built-in head draws it the same way)."""
+    from omegaconf import OmegaConf
+
     from ..config import config_select, config_set
 
     action_model = config_select(config, "framework.action_model")
     if config_select(action_model, "diffusion_model_cfg") is None:
         config_set(action_model, "diffusion_model_cfg", {})
     config_set(action_model.diffusion_model_cfg, "cross_attention_dim", cross_attention_dim)
-    if STARVLA_AVAILABLE:
-        return starvla_action_model(config)
     section = dict(twin.action_model)
-    section.update(section.pop("diffusion_model_cfg", None) or {})
-    section["cross_attention_dim"] = cross_attention_dim
+    section["diffusion_model_cfg"] = {**(section.get("diffusion_model_cfg") or {}), "cross_attention_dim": cross_attention_dim}
+    section["state_dim"] = twin.head_state_dim
+    if STARVLA_AVAILABLE:
+        if section.get("time_distribution") == "uniform":
+            section["noise_beta_alpha"] = section["noise_beta_beta"] = 1.0
+            logger.info("flow-matching time: uniform (framework.action_model.time_distribution, the paper's): starVLA's "
+                        "GR00T head draws it as Beta(1, 1), so noise_beta_alpha/noise_beta_beta are not used")
+        return starvla_action_model(OmegaConf.create({"framework": {"action_model": section}}))
+    section.update(section.pop("diffusion_model_cfg"))
     return FlowMatchingActionHead(ActionHeadConfig.from_section(section))
 
 
@@ -106,6 +118,7 @@ class TwinBrain(BaseFramework):
         self.left_brain_sha256 = left_reference.base_checkpoint_hash(self.twin.backbone.base_vlm)
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
+        self.register_load_state_dict_pre_hook(_check_state_path)
         self.register_load_state_dict_post_hook(_accept_left_by_reference)
 
     # starVLA's trainer resolves learning-rate keys by attribute path; stock YAMLs name the VLM this way.
@@ -127,6 +140,7 @@ class TwinBrain(BaseFramework):
         return param.device, param.dtype
 
     def _condition(self, examples: Sequence[dict]):
+        """The Right Brain's final hidden states for a batch, and the head's state ``[B, 1, state_dim]`` (or None)."""
         if not examples:
             raise ValueError("examples: expected a non-empty list of example dicts")
         for b, ex in enumerate(examples):
@@ -143,11 +157,13 @@ class TwinBrain(BaseFramework):
             states = [ex["state"] for ex in examples]
         device, dtype = self._device_dtype()
         inputs = self.backbone.prepare(
-            [ex["image"] for ex in examples], [ex["lang"] for ex in examples],
-            [ex.get("robot_type") for ex in examples], states,
+            [ex["image"] for ex in examples], [ex["lang"] for ex in examples], _robot_types(examples),
+            states if self.backbone.state_encoder is not None else None,
         ).to(device, dtype)
         out = self.backbone(inputs)
-        head_state = inputs.state[:, None].to(dtype) if inputs.state is not None else None  # [B, 1, state_dim]
+        head_state = None
+        if self.twin.head_state_dim is not None:
+            head_state = stack_states(states, self.twin.head_state_dim)[0][:, None].to(device, dtype)  # [B, 1, D]
         return out, head_state
 
     def _actions(self, examples: Sequence[dict]) -> torch.Tensor:
@@ -208,6 +224,20 @@ class TwinBrain(BaseFramework):
         return self.backbone.chat(images, question, **kwargs)
 
 
+def _robot_types(examples: Sequence[dict]) -> list[str | None]:
+    """The robot type of each example for the Right prompt's "Robot Type:" line: ``robot_type`` (the embedded
+    runtime, serving) or starVLA's ``robot_tag`` (its data loader's embodiment tag); None = the prompts' default."""
+    types = []
+    for b, ex in enumerate(examples):
+        value = ex.get("robot_type", ex.get("robot_tag"))
+        if hasattr(value, "value"):  # starVLA's EmbodimentTag enum
+            value = value.value
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f"examples[{b}]['robot_type']: expected a non-empty string, got {value!r}")
+        types.append(value)
+    return types
+
+
 # -------------------------------------------------------------------------- checkpoint hooks
 
 
@@ -228,6 +258,23 @@ def _check_left_reference(module: TwinBrain, state_dict, prefix, *args):
     if tensor is not None:
         reference = left_reference.decode_reference(tensor)
         left_reference.check_reference(reference, module.twin.backbone.base_vlm, module.left_brain_sha256)
+
+
+def _check_state_path(module: TwinBrain, state_dict, prefix, local_metadata, strict, *args):
+    """A checkpoint whose state path differs from the config's is named as such, not as a list of key mismatches
+    (strict loads only: a partial load, e.g. starVLA's ``reload_modules``, may leave modules out on purpose)."""
+    if not strict:
+        return
+    for name, owner in (("state_encoder.", module), ("action_model.state_encoder.", module.action_model)):
+        in_checkpoint = any(k.startswith(prefix + name) for k in state_dict)
+        in_model = getattr(owner, "state_encoder", None) is not None
+        if in_checkpoint != in_model:
+            where = "the Right Brain's state encoder" if name == "state_encoder." else "the action head's state encoder"
+            raise ValueError(
+                f"the checkpoint {'has' if in_checkpoint else 'lacks'} {where} ({name}*) but this model, with "
+                f"framework.twinbrain.state_into={module.twin.options.state_into!r} and datasets.vla_data.include_state="
+                f"{str(module.twin.include_state).lower()}, {'lacks' if in_checkpoint else 'has'} it: set state_into to "
+                f"the run's ('both' for runs made before the option existed)")
 
 
 def _accept_left_by_reference(module: TwinBrain, incompatible_keys):

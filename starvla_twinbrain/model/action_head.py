@@ -58,7 +58,7 @@ class ActionHeadConfig:
     num_timestep_buckets: int = 1000
     num_inference_timesteps: int = 4
     num_target_vision_tokens: int = 32
-    time_distribution: Literal["beta", "uniform"] = "beta"  # built-in head only; starVLA's head samples Beta
+    time_distribution: Literal["beta", "uniform"] = "uniform"  # the paper's; "beta": GR00T's Beta(alpha, beta)
     # diffusion_model_cfg
     num_layers: int = 16
     output_dim: int = 1024

@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +40,7 @@ from .qwen_compat import (
     text_hidden_size,
     vlm_core,
 )
-from .state_encoder import StateEncoder
+from .state_encoder import StateEncoder, stack_states
 
 logger = logging.getLogger(__name__)
 
@@ -200,20 +199,7 @@ class DualBrainBackbone(nn.Module):
             states = [None] * batch
         if len(states) != batch:
             raise ValueError(f"got {len(states)} states for a batch of {batch}")
-        dim = self.config.state_dim
-        out = torch.zeros(batch, dim, dtype=torch.float32)
-        valid = torch.zeros(batch, dtype=torch.bool)
-        for b, s in enumerate(states):
-            if s is None:
-                continue
-            s = torch.tensor(np.asarray(s, dtype=np.float32))  # a copy: host arrays may be read-only
-            if s.numel() != dim or s.ndim > 2 or (s.ndim == 2 and s.shape[0] != 1):
-                raise ValueError(f"examples[{b}]['state']: expected shape [{dim}] or [1, {dim}] "
-                                 f"(framework.action_model.state_dim), got {tuple(s.shape)}")
-            if not torch.isfinite(s).all():
-                raise ValueError(f"examples[{b}]['state']: contains NaN or inf")
-            out[b], valid[b] = s.reshape(dim), True
-        return out, valid
+        return stack_states(states, self.config.state_dim)
 
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: TwinBrainInputs) -> BackboneOutput:

@@ -14,18 +14,21 @@ import torch
 def sample_time(
     batch_size: int,
     *,
-    distribution: Literal["beta", "uniform"] = "beta",
+    distribution: Literal["beta", "uniform"] = "uniform",
     alpha: float = 1.5,
     beta: float = 1.0,
     s: float = 0.999,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Training times ``[B]`` (global torch RNG). "beta": GR00T's ``(s − u) / s`` with u ~ Beta(alpha, beta)
-    clipped to s, which favours small t (noisy inputs); "uniform": t ~ U[0, 1), as the TwinBrainVLA paper writes it."""
-    if distribution == "uniform":
-        return torch.rand(batch_size, device=device)
-    if distribution != "beta":
+    """Training times ``[B]`` (global torch RNG): GR00T's ``t = (s − u) / s`` with u clipped to s, so t ∈ [0, 1].
+
+    "uniform" (the TwinBrainVLA paper's t ~ U[0, 1]): u ~ Beta(1, 1), i.e. uniform; "beta" (GR00T's default):
+    u ~ Beta(alpha, beta), which favours small t (noisy inputs). Drawing the uniform case through Beta(1, 1) is
+    what starVLA's head does with ``noise_beta_alpha = noise_beta_beta = 1``, so both heads draw the same times."""
+    if distribution not in ("beta", "uniform"):
         raise ValueError(f"framework.action_model.time_distribution={distribution!r}: expected beta | uniform")
+    if distribution == "uniform":
+        alpha, beta = 1.0, 1.0
     u = torch.distributions.Beta(float(alpha), float(beta)).sample((batch_size,)).clamp(max=s)
     return ((s - u) / s).to(device)
 

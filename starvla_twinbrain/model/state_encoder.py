@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 from torch import nn
+
+
+def stack_states(states: Sequence, state_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample states (``[state_dim]`` or ``[1, state_dim]`` arrays/tensors, or None) → ``float32 [B, state_dim]``
+    (zeros where missing) and ``bool [B]`` (which samples have one). Errors name the example."""
+    out = torch.zeros(len(states), state_dim, dtype=torch.float32)
+    valid = torch.zeros(len(states), dtype=torch.bool)
+    for b, s in enumerate(states):
+        if s is None:
+            continue
+        s = torch.tensor(np.asarray(s, dtype=np.float32))  # a copy: host arrays may be read-only
+        if s.numel() != state_dim or s.ndim > 2 or (s.ndim == 2 and s.shape[0] != 1):
+            raise ValueError(f"examples[{b}]['state']: expected shape [{state_dim}] or [1, {state_dim}] "
+                             f"(framework.action_model.state_dim), got {tuple(s.shape)}")
+        if not torch.isfinite(s).all():
+            raise ValueError(f"examples[{b}]['state']: contains NaN or inf")
+        out[b], valid[b] = s.reshape(state_dim), True
+    return out, valid
 
 
 class StateEncoder(nn.Module):

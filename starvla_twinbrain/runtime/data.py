@@ -1,7 +1,8 @@
 """LeRobot v3.0 datasets → starVLA training examples, through the ``lerobot`` package's ``LeRobotDataset``.
 
 One example: ``{"image": [PIL RGB, one per camera], "lang": task, "action": float16 [T, action_dim] normalised,
-"state": float16 [1, state_dim] normalised (when include_state)}``. The action chunk starts at the current frame
+"state": float16 [1, state_dim] normalised (when include_state), "robot_type": meta/info.json's robot_type (when
+set)}``. The action chunk starts at the current frame
 (delta timestamps 0, 1/fps, ..., (T-1)/fps); past the end of an episode lerobot repeats the last action.
 
 Normalisation as starVLA: "q99" maps [q01, q99] to [-1, 1] and clips; "min_max" maps [min, max] to [-1, 1]. The
@@ -10,7 +11,11 @@ the run's ``dataset_statistics.json`` in starVLA's layout, where the policy serv
 
     {"<unnorm_key>": {"action": {"min": [D], "max": [D], "mean": [D], "std": [D], "q01": [D], "q99": [D],
                                  "mask": [D]},
-                      "state": {...}, "num_transitions": N, "num_trajectories": E}}
+                      "state": {...}, "num_transitions": N, "num_trajectories": E,
+                      "robot_type": str | null}}
+
+``robot_type`` is the dataset's (``meta/info.json``), which the Right prompt's "Robot Type:" line read in training;
+the server uses it as the default for requests under that key (null: the prompts' default).
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ class LeRobotVLADataset(Dataset):
         self.include_state, self.normalization = include_state, normalization
         self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.unnorm_key = unnorm_key or self.root.name
+        robot_type = meta.info.get("robot_type")
+        self.robot_type = robot_type if isinstance(robot_type, str) and robot_type.strip() else None
         self.statistics = self._statistics(meta)
 
     def _statistics(self, meta) -> dict:
@@ -117,7 +124,7 @@ class LeRobotVLADataset(Dataset):
             return out
 
         entry = {"action": pick(self.action_key), "num_transitions": int(meta.total_frames),
-                 "num_trajectories": int(meta.total_episodes)}
+                 "num_trajectories": int(meta.total_episodes), "robot_type": self.robot_type}
         if self.include_state:
             entry["state"] = pick(self.state_key)
         return {self.unnorm_key: entry}
@@ -136,6 +143,8 @@ class LeRobotVLADataset(Dataset):
             images.append(image if image.size == self.image_size else image.resize(self.image_size, Image.BILINEAR))
         action = normalize(item[self.action_key].numpy(), stats["action"], self.normalization)
         example = {"image": images, "lang": item["task"], "action": action.astype(np.float16)}
+        if self.robot_type is not None:
+            example["robot_type"] = self.robot_type
         if self.include_state:
             state = normalize(item[self.state_key].numpy(), stats["state"], self.normalization)
             example["state"] = state[None].astype(np.float16)

@@ -63,13 +63,14 @@ def make_synthetic_dataset(
             yield {"image": np.repeat(image[None], episode_length, 0), "state": np.stack(states),
                    "action": np.stack(actions), "task": TASKS[kind]}
 
-    return write_lerobot_dataset(root, episodes(), fps=fps)
+    return write_lerobot_dataset(root, episodes(), fps=fps, robot_type="point_mass_2d")
 
 
-def write_lerobot_dataset(root: str | Path, episodes: Iterable[dict], fps: int) -> Path:
+def write_lerobot_dataset(root: str | Path, episodes: Iterable[dict], fps: int, robot_type: str | None = None) -> Path:
     """Episodes ``{"image": uint8 [T, H, W, 3], "state": [T, S], "action": [T, A], "task": str}`` → a LeRobot v3.0
     dataset at ``root`` written by lerobot's ``LeRobotDataset`` (one camera ``observation.images.cam``, images
-    stored as frames), plus GR00T's ``meta/modality.json``."""
+    stored as frames), plus GR00T's ``meta/modality.json``. ``robot_type`` goes to ``meta/info.json`` (the Right
+    prompt's "Robot Type:")."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root, dataset = Path(root), None
@@ -84,7 +85,7 @@ def write_lerobot_dataset(root: str | Path, episodes: Iterable[dict], fps: int) 
             }
             # Frames, not video, so no decoder is needed; naming pyav skips lerobot's torchcodec probe.
             dataset = LeRobotDataset.create(f"local/{root.name}", fps=fps, features=features, root=root,
-                                            use_videos=False, video_backend="pyav")
+                                            robot_type=robot_type, use_videos=False, video_backend="pyav")
         for t in range(len(action)):
             dataset.add_frame({"observation.images.cam": image[t], "observation.state": state[t].astype(np.float32),
                                "action": action[t].astype(np.float32), "task": str(episode["task"])})

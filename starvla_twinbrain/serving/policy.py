@@ -135,8 +135,15 @@ class ServedPolicy:
             raise RequestError(f"{where}: contains NaN or inf")
         return value.astype(np.float32).reshape(1, self.state_dim)
 
-    def check_examples(self, examples: Any) -> list[dict]:
-        """Validated copies of the request's examples, images as PIL at the training size."""
+    def default_robot_type(self, unnorm_key: str) -> str | None:
+        """The robot type training used for this statistics key: the embedded runtime records the dataset's
+        (``robot_type``, null for the prompts' default); starVLA keys its statistics by the robot tag itself."""
+        entry = self.statistics.get(unnorm_key, {})
+        return entry["robot_type"] if "robot_type" in entry else unnorm_key
+
+    def check_examples(self, examples: Any, default_robot_type: str | None = None) -> list[dict]:
+        """Validated copies of the request's examples, images as PIL at the training size. An example's optional
+        ``robot_type`` (the Right prompt's "Robot Type:") defaults to ``default_robot_type``."""
         if not isinstance(examples, (list, tuple)) or not examples:
             raise RequestError(f"examples: expected a non-empty list of dicts, got {type(examples).__name__}"
                                + (" (empty)" if isinstance(examples, (list, tuple)) else ""))
@@ -149,6 +156,11 @@ class ServedPolicy:
             if not isinstance(lang, str) or not lang.strip():
                 raise RequestError(f"{where}.lang: expected a non-empty instruction string, got {lang!r}")
             item = {"image": _images(ex.get("image"), f"{where}.image", self.image_size), "lang": lang}
+            robot_type = ex.get("robot_type", default_robot_type)
+            if robot_type is not None:
+                if not isinstance(robot_type, str) or not robot_type.strip():
+                    raise RequestError(f"{where}.robot_type: expected a non-empty string, got {robot_type!r}")
+                item["robot_type"] = robot_type
             if self.include_state:
                 if ex.get("state") is None:
                     raise RequestError(f"{where}.state: missing; this policy was trained with state "
@@ -157,21 +169,22 @@ class ServedPolicy:
             checked.append(item)
         return checked
 
-    def _stats(self, unnorm_key: str | None) -> dict:
+    def _unnorm_key(self, unnorm_key: str | None) -> str:
         key = unnorm_key if unnorm_key is not None else self.default_unnorm_key
         if key is None:
             raise RequestError(f"unnorm_key: required, this run has statistics for {sorted(self.statistics)}")
         if key not in self.statistics:
             raise RequestError(f"unnorm_key: {key!r} is not one of {sorted(self.statistics)}")
-        return self.statistics[key]["action"]
+        return key
 
     # ------------------------------------------------------------------ requests
     def predict_action(self, examples: Any = None, unnorm_key: str | None = None, seed: int | None = None,
                        **kwargs) -> dict:
         """Un-normalised action chunks. ``seed`` fixes the sampled noise (see the framework's ``predict_action``);
         other kwargs go to the framework, which ignores what it does not use (e.g. ``use_ddim``)."""
-        checked = self.check_examples(examples)
-        stats = self._stats(unnorm_key)
+        key = self._unnorm_key(unnorm_key)
+        checked = self.check_examples(examples, self.default_robot_type(key))
+        stats = self.statistics[key]["action"]
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise RequestError(f"seed: expected an integer, got {seed!r}")
         normalized = np.asarray(self.model.predict_action(checked, seed=seed, **kwargs)["normalized_actions"], dtype=np.float32)

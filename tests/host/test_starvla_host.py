@@ -62,7 +62,7 @@ def _heads(positional_embeddings, state_dim):
                                        "output_dim": 64, "positional_embeddings": positional_embeddings}}
     torch.manual_seed(0)
     theirs = get_action_model(OmegaConf.create({"framework": {"action_model": section}})).eval()
-    flat = {**section, **section["diffusion_model_cfg"]}
+    flat = {**section, **section["diffusion_model_cfg"], "time_distribution": "beta"}  # starVLA's head: Beta(1.5, 1)
     del flat["diffusion_model_cfg"]
     ours = FlowMatchingActionHead(ActionHeadConfig.from_section(flat)).eval()
     return theirs, ours
@@ -118,6 +118,34 @@ def test_build_framework_uses_starvla_head_and_checkpoints_cross_load(qwen25, mo
     assert a.dtype == np.float32 and a.shape == (2, HORIZON, ACTION_DIM)
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
     model.load_state_dict(embedded.state_dict(), strict=True)  # embedded → starVLA
+
+
+@pytest.mark.parametrize("time_distribution, state_into", [("uniform", "right"), ("beta", "both"), ("uniform", "head")])
+def test_both_hosts_train_the_same_loss(qwen25, monkeypatch, time_distribution, state_into):
+    """starVLA's head follows the paper's uniform time (built with Beta(1, 1)) and the state path: with the same
+    weights and seed, the loss under starVLA equals the embedded runtime's."""
+    from starVLA.model.framework.base_framework import build_framework
+
+    cfg = tiny_config(qwen25)
+    cfg.framework.action_model.time_distribution = time_distribution
+    cfg.framework.twinbrain.state_into = state_into
+    torch.manual_seed(0)
+    model = build_framework(cfg).train()
+    concentrations = (model.action_model.beta_dist.concentration1.item(), model.action_model.beta_dist.concentration0.item())
+    assert concentrations == ((1.0, 1.0) if time_distribution == "uniform" else (1.5, 1.0))
+    assert (model.action_model.state_encoder is not None) == (state_into != "right")
+    monkeypatch.setattr(twinbrain_module, "STARVLA_AVAILABLE", False)
+    embedded = twinbrain_module.TwinBrain(cfg).train()
+    embedded.load_state_dict(model.state_dict(), strict=True)
+    for module in (model, embedded):  # dropout off, so that only the flow-matching draws are random
+        for m in module.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    torch.manual_seed(4)
+    want = model(examples())["action_loss"]
+    torch.manual_seed(4)
+    got = embedded(examples())["action_loss"]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_starvla_trainers_tracked_config_is_read_and_saved_whole(qwen25, tmp_path):

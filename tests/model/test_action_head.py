@@ -92,11 +92,22 @@ def test_loss_is_flow_matching_mse_with_starvla_rng_order():
 
 def test_time_sampling_distributions():
     torch.manual_seed(0)
-    t = sample_time(20000)  # GR00T: (s - u)/s, u ~ Beta(1.5, 1) clipped → t ∈ [0, 1], E[t] = 1 - E[u]/s ≈ 0.4
+    t = sample_time(20000, distribution="beta")  # GR00T: (s - u)/s, u ~ Beta(1.5, 1) clipped → t ∈ [0, 1], E[t] ≈ 0.4
     assert 0 <= t.min() and t.max() <= 1
     assert abs(t.mean().item() - (1 - 0.6 / 0.999)) < 0.01
-    u = sample_time(20000, distribution="uniform")
-    assert abs(u.mean().item() - 0.5) < 0.01
+    torch.manual_seed(0)
+    u = sample_time(20000)  # the default is the paper's: t ~ U[0, 1]
+    assert 0 <= u.min() and u.max() <= 1
+    quartiles = torch.quantile(u, torch.tensor([0.25, 0.5, 0.75]))
+    torch.testing.assert_close(quartiles, torch.tensor([0.25, 0.5, 0.75]), atol=0.01, rtol=0)
+    # drawn as starVLA's head draws it with noise_beta_alpha = noise_beta_beta = 1, so both heads agree
+    torch.manual_seed(0)
+    ref = (0.999 - torch.distributions.Beta(1.0, 1.0).sample((20000,)).clamp(max=0.999)) / 0.999
+    assert torch.equal(u, ref)
+
+
+def test_default_head_trains_with_the_papers_uniform_time():
+    assert make_head().config.time_distribution == "uniform"
 
 
 def test_euler_sampling_matches_explicit_steps():

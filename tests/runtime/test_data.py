@@ -89,3 +89,21 @@ def test_dims_that_disagree_say_both_numbers(dataset_root):
 def test_not_a_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"not a LeRobot dataset \(no meta/info.json\)"):
         LeRobotVLADataset(tmp_path, action_horizon=T, include_state=False)
+
+
+def test_robot_type_comes_from_the_dataset_metadata(dataset_root):
+    """meta/info.json's robot_type reaches every example (the Right prompt's "Robot Type:") and the statistics
+    (the server's default for that key); a dataset without one leaves it to the prompts' default."""
+    info = json.loads((dataset_root / "meta" / "info.json").read_text())
+    assert info["robot_type"] == "point_mass_2d"
+    ds = LeRobotVLADataset(dataset_root, action_horizon=T, include_state=False)
+    assert ds[0]["robot_type"] == "point_mass_2d" and ds[17]["robot_type"] == "point_mass_2d"
+    assert ds.statistics["synthetic"]["robot_type"] == "point_mass_2d"
+
+
+def test_dataset_without_robot_type(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "untyped", num_episodes=1, episode_length=4)
+    info_path = root / "meta" / "info.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "robot_type": None}))
+    ds = LeRobotVLADataset(root, action_horizon=T, include_state=False)
+    assert "robot_type" not in ds[0] and ds.statistics["untyped"]["robot_type"] is None

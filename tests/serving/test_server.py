@@ -76,7 +76,7 @@ def test_compiled_head_serves_the_same_actions(run, policy):
     with PolicyServer(compiled, host="127.0.0.1", port=0).running() as bound:
         with PolicyClient("127.0.0.1", bound) as client:
             served = client.predict_action(examples, seed=7)
-    local = policy.model.predict_action(policy.check_examples(examples), seed=7)["normalized_actions"]
+    local = policy.model.predict_action(policy.check_examples(examples, "toy_robot"), seed=7)["normalized_actions"]
     want = unnormalize(local, policy.statistics["toy_robot"]["action"], "q99")
     np.testing.assert_allclose(served, want, rtol=1e-4, atol=1e-4)
 
@@ -86,12 +86,31 @@ def test_round_trip_equals_the_model_in_process(port, policy):
     with PolicyClient("127.0.0.1", port) as client:
         served = client.predict_action(examples, seed=7)
         again = client.predict_action(examples, seed=7)
-    local = policy.model.predict_action(policy.check_examples(examples), seed=7)["normalized_actions"]
+    local = policy.model.predict_action(policy.check_examples(examples, "toy_robot"), seed=7)["normalized_actions"]
     want = unnormalize(local, policy.statistics["toy_robot"]["action"], "q99")
     assert served.shape == (3, HORIZON, DIM) and served.dtype == np.float32
     np.testing.assert_array_equal(served, want)
     np.testing.assert_array_equal(served, again)
     assert not np.allclose(want, local)  # un-normalisation did something
+
+
+def test_robot_type_defaults_to_the_training_datas_and_a_request_may_name_it(policy):
+    """starVLA keys its statistics by the robot tag training read; the embedded runtime records the dataset's robot
+    type beside its statistics. An example may name its own."""
+    examples = request_examples(1)
+    assert policy.default_robot_type("toy_robot") == "toy_robot"  # no recorded robot_type: starVLA's tag
+    assert policy.check_examples(examples, "toy_robot")[0]["robot_type"] == "toy_robot"
+    assert policy.check_examples([dict(examples[0], robot_type="widowx")], "toy_robot")[0]["robot_type"] == "widowx"
+    recorded = dict(policy.statistics["toy_robot"], robot_type="panda")
+    stats, policy.statistics = policy.statistics, {"toy_robot": recorded}
+    try:
+        assert policy.default_robot_type("toy_robot") == "panda"
+        served = policy.predict_action(examples, seed=7)["actions"]
+        local = policy.model.predict_action([dict(policy.check_examples(examples)[0], robot_type="panda")],
+                                            seed=7)["normalized_actions"]
+        np.testing.assert_array_equal(served, unnormalize(local, recorded["action"], "q99"))
+    finally:
+        policy.statistics = stats
 
 
 def test_starvla_style_flat_request_and_ping(port):
