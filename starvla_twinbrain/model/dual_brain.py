@@ -255,14 +255,21 @@ class DualBrainBackbone(nn.Module):
         return out.last_hidden_state
 
     # ------------------------------------------------------------------ the preserved generalist
-    @torch.no_grad()
     def chat(self, images: Sequence, question: str, max_new_tokens: int = 64, **generate_kwargs) -> str:
         """Answer a question about images with the Left Brain: the unmodified base VLM, greedy by default."""
-        pil = [to_pil(img, f"image[{i}]") for i, img in enumerate(images)]
-        messages = [{"role": "user", "content": [{"type": "image"} for _ in pil] + [{"type": "text", "text": question}]}]
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        device = next(self.left_brain.parameters()).device
-        encoded = self.processor(text=[text], images=pil or None, return_tensors="pt").to(device)
-        generate_kwargs.setdefault("do_sample", False)
-        out = self.left_brain.generate(**encoded, max_new_tokens=max_new_tokens, **generate_kwargs)
-        return self.processor.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        return vlm_chat(self.left_brain, self.processor, images, question, max_new_tokens, **generate_kwargs)
+
+
+@torch.no_grad()
+def vlm_chat(vlm: nn.Module, processor, images: Sequence, question: str, max_new_tokens: int = 64,
+             **generate_kwargs) -> str:
+    """One user turn (images, then the question) through ``processor``'s chat template; ``vlm.generate``'s answer.
+    The Left Brain's chat and the base model's (``starvla eval vqa``) go through this same function."""
+    pil = [to_pil(img, f"image[{i}]") for i, img in enumerate(images)]
+    messages = [{"role": "user", "content": [{"type": "image"} for _ in pil] + [{"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    device = next(vlm.parameters()).device
+    encoded = processor(text=[text], images=pil or None, return_tensors="pt").to(device)
+    generate_kwargs.setdefault("do_sample", False)
+    out = vlm.generate(**encoded, max_new_tokens=max_new_tokens, **generate_kwargs)
+    return processor.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)[0]
