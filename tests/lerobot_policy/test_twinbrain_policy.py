@@ -14,14 +14,16 @@ import torch
 from PIL import Image
 
 pytest.importorskip("lerobot")
-pytest.importorskip("lerobot_policy_twinbrain", reason="install it: pip install -e ./lerobot_policy_twinbrain "
-                                                       "(scripts/setup.sh does)")
+try:  # where lerobot is, scripts/setup.sh installs the plugin; without it, fail (not skip) with the fix
+    from lerobot_policy_twinbrain import TwinBrainConfig
+except ImportError as err:  # (uninstalled, the repo's lerobot_policy_twinbrain/ folder imports as an empty namespace)
+    raise ImportError("lerobot_policy_twinbrain is not installed: pip install -e ./lerobot_policy_twinbrain "
+                      "(scripts/setup.sh does)") from err
 
 from lerobot.configs import PreTrainedConfig  # noqa: E402
 from lerobot.datasets.factory import resolve_delta_timestamps  # noqa: E402
 from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata  # noqa: E402
 from lerobot.policies.factory import make_policy, make_pre_post_processors  # noqa: E402
-from lerobot_policy_twinbrain import TwinBrainConfig  # noqa: E402
 from lerobot_policy_twinbrain.modeling_twinbrain import TwinBrainPolicy, batch_to_examples  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
