@@ -25,10 +25,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from ..model.prompts import image_tensor_to_pil
 from ..normalization import STAT_NAMES, Normalization, normalize, unnormalize  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -135,12 +134,7 @@ class LeRobotVLADataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         item = self.dataset[index]
         stats = self.statistics[self.unnorm_key]
-        images = []
-        for key in self.cameras:
-            chw = item[key]  # float [3, H, W] in [0, 1]
-            hwc = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            image = Image.fromarray(hwc)
-            images.append(image if image.size == self.image_size else image.resize(self.image_size, Image.BILINEAR))
+        images = [image_tensor_to_pil(item[key], f"{self.root}: {key}", self.image_size) for key in self.cameras]
         action = normalize(item[self.action_key].numpy(), stats["action"], self.normalization)
         example = {"image": images, "lang": item["task"], "action": action.astype(np.float16)}
         if self.robot_type is not None:
