@@ -126,7 +126,7 @@ class TwinBrain(BaseFramework):
         param = next(self.right_brain.parameters())
         return param.device, param.dtype
 
-    def _condition(self, examples: Sequence[dict]):
+    def _condition(self, examples: Sequence[dict], truncate: bool = False):
         if not examples:
             raise ValueError("examples: expected a non-empty list of example dicts")
         for b, ex in enumerate(examples):
@@ -144,7 +144,7 @@ class TwinBrain(BaseFramework):
         device, dtype = self._device_dtype()
         inputs = self.backbone.prepare(
             [ex["image"] for ex in examples], [ex["lang"] for ex in examples],
-            [ex.get("robot_type") for ex in examples], states,
+            [ex.get("robot_type") for ex in examples], states, [_source(ex) for ex in examples], truncate,
         ).to(device, dtype)
         out = self.backbone(inputs)
         head_state = inputs.state[:, None].to(dtype) if inputs.state is not None else None  # [B, 1, state_dim]
@@ -171,7 +171,7 @@ class TwinBrain(BaseFramework):
     def forward(self, examples: list[dict], **kwargs) -> dict:
         """Flow-matching loss. The VLM pair runs once; the head sees the batch ``repeated_diffusion_steps`` times."""
         actions = self._actions(examples)
-        out, state = self._condition(examples)
+        out, state = self._condition(examples, truncate=self.twin.options.truncate_long_prompts)
         r = self.repeated_diffusion_steps
         loss = self.action_model(
             out.hidden_states.repeat(r, 1, 1),
@@ -206,6 +206,14 @@ class TwinBrain(BaseFramework):
     def chat(self, images, question: str, **kwargs) -> str:
         """Ask the Left Brain (the unmodified base VLM) about images."""
         return self.backbone.chat(images, question, **kwargs)
+
+
+def _source(example: dict) -> str:
+    """Where a training example came from, for errors: the embedded runtime's LeRobot rows carry their episode and
+    frame; starVLA's examples their robot tag."""
+    parts = [f"{name} {example[key]}" for key, name in (("episode_index", "episode"), ("frame_index", "frame"),
+                                                        ("robot_tag", "robot tag")) if example.get(key) is not None]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # -------------------------------------------------------------------------- checkpoint hooks

@@ -1,7 +1,8 @@
 """LeRobot v3.0 datasets → starVLA training examples, through the ``lerobot`` package's ``LeRobotDataset``.
 
 One example: ``{"image": [PIL RGB, one per camera], "lang": task, "action": float16 [T, action_dim] normalised,
-"state": float16 [1, state_dim] normalised (when include_state)}``. The action chunk starts at the current frame
+"state": float16 [1, state_dim] normalised (when include_state), "episode_index": int, "frame_index": int}`` (the
+indices name the row in errors). The action chunk starts at the current frame
 (delta timestamps 0, 1/fps, ..., (T-1)/fps); past the end of an episode lerobot repeats the last action.
 
 Normalisation as starVLA: "q99" maps [q01, q99] to [-1, 1] and clips; "min_max" maps [min, max] to [-1, 1]. The
@@ -135,7 +136,8 @@ class LeRobotVLADataset(Dataset):
             image = Image.fromarray(hwc)
             images.append(image if image.size == self.image_size else image.resize(self.image_size, Image.BILINEAR))
         action = normalize(item[self.action_key].numpy(), stats["action"], self.normalization)
-        example = {"image": images, "lang": item["task"], "action": action.astype(np.float16)}
+        example = {"image": images, "lang": item["task"], "action": action.astype(np.float16),
+                   "episode_index": int(item["episode_index"]), "frame_index": int(item["frame_index"])}
         if self.include_state:
             state = normalize(item[self.state_key].numpy(), stats["state"], self.normalization)
             example["state"] = state[None].astype(np.float16)
