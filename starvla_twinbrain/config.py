@@ -36,8 +36,10 @@ def _check_positive_int(key: str, value) -> None:
 
 
 # Input limits: what one example may cost. Real instructions are tens of tokens and real robots have 1-4 cameras;
-# a prompt of 2048 tokens holds the template, a long instruction and several images at training size.
-MAX_PROMPT_TOKENS = 2048  # framework.twinbrain.max_prompt_tokens: each brain's whole prompt, image tokens included
+# a prompt of 1024 tokens holds the template (~100), a 2,000-character instruction and four 224x224 images (64
+# tokens each in Qwen2.5-VL, 49 in Qwen3-VL). Attention costs the square of it: at the edge of every limit at once
+# the tiny CPU model already needs seconds and GBs (README, Serve).
+MAX_PROMPT_TOKENS = 1024  # framework.twinbrain.max_prompt_tokens: each brain's whole prompt, image tokens included
 MAX_IMAGES_PER_EXAMPLE = 4  # framework.twinbrain.max_images_per_example
 MAX_EXAMPLES_PER_REQUEST = 32  # the policy server's default (starvla serve --max-batch)
 

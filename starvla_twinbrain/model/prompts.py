@@ -27,6 +27,7 @@ MAX_IMAGES_KEY = "framework.twinbrain.max_images_per_example"
 # English averages about 4 characters per token. Text longer than this many characters per allowed token cannot be
 # a real instruction and is refused without tokenising it (tokenising 100 kB alone takes ~0.2 s).
 MAX_CHARS_PER_TOKEN = 16
+TRUNCATION_ATTEMPTS = 5
 
 
 class InputTooLarge(ValueError):
@@ -136,10 +137,12 @@ class PromptBuilder:
                 f"image{'s' * (num_images != 1)}); {MAX_PROMPT_KEY} is {self.max_prompt_tokens}")
 
     def _truncated(self, instruction: str, excess: int) -> str:
-        """``instruction`` less its last ``excess`` tokens ("" when that is all of it)."""
-        tokenizer = self.processor.tokenizer
-        ids = tokenizer(instruction, add_special_tokens=False)["input_ids"]
-        return tokenizer.decode(ids[: max(len(ids) - excess, 0)]).strip()
+        """The start of ``instruction`` without its last ``excess`` tokens ("" when that is all of it). Cut at a
+        character offset, not by decoding ids: a token holding half a character would decode to U+FFFD."""
+        offsets = self.processor.tokenizer(instruction, add_special_tokens=False,
+                                           return_offsets_mapping=True)["offset_mapping"]
+        keep = len(offsets) - excess
+        return instruction[: offsets[keep - 1][1]].rstrip() if keep > 0 else ""
 
     def _encode(self, conversations: list[list[dict]], images: list[Image.Image]) -> BrainInputs:
         texts = [
@@ -179,14 +182,14 @@ class PromptBuilder:
             pil.append([to_pil(img, f"examples[{b}]['image'][{i}]") for i, img in enumerate(sample_images)])
 
         left, right = self._encode_pair(pil, instructions, robot_types)
-        for attempt in range(3):  # decoding truncated tokens can re-tokenise a token longer: check again
+        for attempt in range(TRUNCATION_ATTEMPTS):  # a cut can tokenise differently at its end: check again
             lengths = {"Left Brain's": left.attention_mask.sum(1).tolist(),
                        "Right Brain's": right.attention_mask.sum(1).tolist()}
             excess = {b: max(n[b] for n in lengths.values()) - self.max_prompt_tokens for b in range(len(pil))}
             over = [b for b, e in excess.items() if e > 0]
             if not over:
                 return left, right
-            if not truncate or attempt == 2:
+            if not truncate or attempt == TRUNCATION_ATTEMPTS - 1:
                 b = over[0]
                 brain = max(lengths, key=lambda k: lengths[k][b])
                 self.check_tokens(lengths[brain][b], f"examples[{b}].lang", brain, len(pil[b]), sources[b])
