@@ -106,7 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .serving.policy import ServedPolicy
     from .serving.server import TOKEN_ENV, PolicyServer
 
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     policy = ServedPolicy.from_checkpoint(args.ckpt, device=args.device, bf16=args.bf16, unnorm_key=args.unnorm_key,
                                           compile_head=args.compile_head, max_batch=args.max_batch,
                                           max_images=args.max_images)

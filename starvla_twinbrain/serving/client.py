@@ -26,7 +26,7 @@ class PolicyServerError(RuntimeError):
     """The server answered a request with an error."""
 
 
-TOKEN_ENV = "STARVLA_POLICY_TOKEN"  # the server's too (serving.server; not imported: it needs torch)
+TOKEN_ENV = "STARVLA_POLICY_TOKEN"  # the shared token, read by `starvla serve` and by this client
 
 
 class PolicyClient:

@@ -35,13 +35,13 @@ import websockets
 import websockets.asyncio.server
 
 from . import msgpack_numpy
+from .client import TOKEN_ENV
 from .policy import RequestError
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 2**20
 REQUEST_TYPES = ("infer", "predict_action", "ping", "chat")
-TOKEN_ENV = "STARVLA_POLICY_TOKEN"
 CLOSE_POLICY_VIOLATION = 1008  # RFC 6455: the message (here: the connect request) violates the server's policy
 
 
