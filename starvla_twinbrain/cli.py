@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .config import MAX_EXAMPLES_PER_REQUEST
+
 DESCRIPTION = """\
 TwinBrainVLA for starVLA: a frozen Left Brain (the base VLM, unchanged) and a trainable Right Brain joined by
 AsyMoT attention in every decoder layer.
@@ -99,16 +101,23 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serving.policy import ServedPolicy
-    from .serving.server import PolicyServer
+    import os
 
+    from .serving.policy import ServedPolicy
+    from .serving.server import TOKEN_ENV, PolicyServer
+
+    token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     policy = ServedPolicy.from_checkpoint(args.ckpt, device=args.device, bf16=args.bf16, unnorm_key=args.unnorm_key,
-                                          compile_head=args.compile_head)
-    server = PolicyServer(policy, host=args.host, port=args.port, idle_timeout=args.idle_timeout)
+                                          compile_head=args.compile_head, max_batch=args.max_batch,
+                                          max_images=args.max_images)
+    server = PolicyServer(policy, host=args.host, port=args.port, idle_timeout=args.idle_timeout, token=token)
     meta = server.metadata
+    limits = meta["limits"]
     print(f"serving {meta['framework']} from {args.ckpt} on ws://{args.host}:{args.port} ({meta['device']}, "
           f"{meta['dtype']}): chunks of {meta['action_chunk_size']}x{meta['action_dim']}, "
-          f"state {meta['state_dim'] or 'not used'}, unnorm_key {meta['default_unnorm_key']}", flush=True)
+          f"state {meta['state_dim'] or 'not used'}, unnorm_key {meta['default_unnorm_key']}; limits: "
+          f"{limits['max_batch']} examples x {limits['max_images_per_example']} images, {limits['max_prompt_tokens']} "
+          f"prompt tokens; {'token required' if token else 'no token'}", flush=True)
     server.serve_forever()
     return 0
 
@@ -165,12 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve a checkpoint (starVLA's websocket protocol)", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve a trained checkpoint with starVLA's websocket + msgpack protocol: metadata on connect, "
         "`infer` requests (examples: image / lang / state) answered with un-normalised action chunks, `ping`, and "
-        "`chat` (a question about an image answered by the Left Brain, the unchanged base VLM). Bad requests get an "
-        "error reply and the server keeps serving. Client: starvla_twinbrain.serving.client.PolicyClient.\n\n"
-        "  starvla serve --ckpt RUN/final_model/pytorch_model.pt --port 10093")
+        "`chat` (a question about an image answered by the Left Brain, the unchanged base VLM). Bad or over-limit "
+        "requests get an error reply and the server keeps serving. Client: starvla_twinbrain.serving.client."
+        "PolicyClient.\n\n"
+        "  starvla serve --ckpt RUN/final_model/pytorch_model.pt --port 10093\n"
+        "  STARVLA_POLICY_TOKEN=secret starvla serve --ckpt ... --host 0.0.0.0   # a simulator on another machine")
     serve.add_argument("--ckpt", required=True, help="RUN/checkpoints/steps_N_pytorch_model.pt or RUN/final_model/pytorch_model.pt")
     serve.add_argument("--port", type=int, default=10093)
-    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (default: loopback, this machine only); 0.0.0.0 lets any host "
+                       "that can reach this one connect")
+    serve.add_argument("--token", default=None,
+                       help="shared secret clients must send on connect (default: $STARVLA_POLICY_TOKEN; none: any "
+                       "client that can connect is served). PolicyClient sends it from token= or the same variable")
+    serve.add_argument("--max-batch", type=int, default=MAX_EXAMPLES_PER_REQUEST,
+                       help=f"examples per request (default {MAX_EXAMPLES_PER_REQUEST})")
+    serve.add_argument("--max-images", type=int, default=None,
+                       help="images per example (default: the run's framework.twinbrain.max_images_per_example)")
     serve.add_argument("--device", default="auto", help="auto (GPU when present, else CPU) | cpu | cuda[:N]")
     serve.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (for GPUs)")
     serve.add_argument("--compile-head", action="store_true",

@@ -36,6 +36,15 @@ def _check_positive_int(key: str, value) -> None:
         raise ValueError(f"{key}={value!r}: expected a positive integer")
 
 
+# Input limits: what one example may cost. Real instructions are tens of tokens and real robots have 1-4 cameras;
+# a prompt of 1024 tokens holds the template (~100), a 2,000-character instruction and four 224x224 images (64
+# tokens each in Qwen2.5-VL, 49 in Qwen3-VL). Attention costs the square of it: at the edge of every limit at once
+# the tiny CPU model already needs seconds and GBs (README, Serve).
+MAX_PROMPT_TOKENS = 1024  # framework.twinbrain.max_prompt_tokens: each brain's whole prompt, image tokens included
+MAX_IMAGES_PER_EXAMPLE = 4  # framework.twinbrain.max_images_per_example
+MAX_EXAMPLES_PER_REQUEST = 32  # the policy server's default (starvla serve --max-batch)
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     """The paper's prompts (appendix). ``{instruction}`` and ``{robot_type}`` are filled per sample; the images
@@ -67,6 +76,8 @@ class BackboneConfig:
     freeze_right_vision: bool = False  # keep the Right Brain's vision tower frozen
     gradient_checkpointing: bool = False  # recompute the Right Brain's decoder layers in backward (less memory)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS  # longer prompts are refused before the model runs
+    max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
 
     def __post_init__(self):
         if not isinstance(self.base_vlm, str) or not self.base_vlm.strip():
@@ -79,6 +90,8 @@ class BackboneConfig:
             _check_positive_int("framework.action_model.state_dim", self.state_dim)
         _check_positive_int("framework.twinbrain.num_state_tokens", self.num_state_tokens)
         _check_positive_int("framework.twinbrain.state_hidden_dim", self.state_hidden_dim)
+        _check_positive_int("framework.twinbrain.max_prompt_tokens", self.max_prompt_tokens)
+        _check_positive_int("framework.twinbrain.max_images_per_example", self.max_images_per_example)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -105,6 +118,9 @@ class TwinBrainOptions:
     # released PhysBrain-VLA code's only one); "both" = the two at once.
     state_into: StateInto = "right"
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS
+    max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
+    truncate_long_prompts: bool = False  # training only: cut an over-long instruction instead of stopping the run
 
     def __post_init__(self):
         _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
@@ -197,6 +213,8 @@ class TwinBrainConfig:
             freeze_right_vision=options.freeze_right_vision,
             gradient_checkpointing=options.gradient_checkpointing,
             prompts=options.prompts,
+            max_prompt_tokens=options.max_prompt_tokens,
+            max_images_per_example=options.max_images_per_example,
         )
         return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state)
 

@@ -124,13 +124,13 @@ def test_normalize_maps_into_unit_range_and_round_trips(rows, mode):
 class _Policy(ServedPolicy):
     def __init__(self):  # only the checks: no model
         self.include_state, self.state_dim, self.image_size = True, 3, (8, 8)
+        self.max_batch, self.max_images = 4, 2
 
 
-images = st.one_of(
-    st.none(), st.integers(), st.text(max_size=5),
-    st.builds(lambda h, w, c, dt: np.zeros((h, w, c), dtype=dt), st.integers(0, 5), st.integers(0, 5),
-              st.integers(1, 4), st.sampled_from([np.uint8, np.float32, np.int16])),
-)
+image = st.builds(lambda h, w, c, dt: np.zeros((h, w, c), dtype=dt), st.integers(0, 5), st.integers(0, 5),
+                  st.integers(1, 4), st.sampled_from([np.uint8, np.float32, np.int16]))
+# the size dimension: up to twice the limits of _Policy (4 examples, 2 images each)
+images = st.one_of(st.none(), st.integers(), st.text(max_size=5), image, st.lists(image, max_size=4))
 states = st.one_of(
     st.none(), st.text(max_size=4),
     st.builds(lambda n, v, dt: np.full((1, n), v, dtype=dt), st.integers(0, 5),
@@ -139,7 +139,7 @@ states = st.one_of(
 
 
 @given(st.lists(st.fixed_dictionaries({}, optional={"image": images, "lang": st.one_of(st.none(), st.text(max_size=6)),
-                                                   "state": states}), max_size=3))
+                                                   "state": states}), max_size=8))
 @settings(max_examples=300, deadline=None)
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # building int arrays from NaN while generating inputs
 def test_request_checks_accept_or_name_the_field(examples):
@@ -148,9 +148,52 @@ def test_request_checks_accept_or_name_the_field(examples):
     except RequestError as err:
         assert str(err).split(":")[0].startswith("examples"), err
         return
-    for item in checked:  # what passes is exactly what the model can take
-        assert item["lang"].strip() and item["image"][0].size == (8, 8)
+    assert len(checked) <= 4  # what passes is exactly what the model can take
+    for item in checked:
+        assert item["lang"].strip() and 1 <= len(item["image"]) <= 2 and item["image"][0].size == (8, 8)
         assert item["state"].shape == (1, 3) and np.isfinite(item["state"]).all()
+
+
+# ---------------------------------------------------------------------- prompt size, by property
+
+PROMPT_LIMIT = 200
+
+
+@pytest.fixture(scope="module")
+def prompt_builder(tiny_vlm):
+    from starvla_twinbrain.config import PromptConfig
+    from starvla_twinbrain.model.processing import load_processor
+    from starvla_twinbrain.model.prompts import PromptBuilder
+
+    return PromptBuilder(load_processor(tiny_vlm), PromptConfig(), max_prompt_tokens=PROMPT_LIMIT, max_images=2)
+
+
+sizes = st.one_of(st.integers(0, 60), st.integers(60, 400), st.integers(400, 40_000))  # in repetitions of a piece
+
+
+@given(st.text(min_size=1, max_size=12).filter(str.strip), sizes, st.integers(1, 3), st.booleans())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_instruction_size_fits_or_is_refused_naming_its_size(prompt_builder, piece, repeat, num_images, truncate):
+    from starvla_twinbrain.model.prompts import InputTooLarge
+
+    instruction = (piece * repeat).strip() or piece
+    image = np.zeros((28, 28, 3), np.uint8)
+    try:
+        left, right = prompt_builder([[image] * num_images], [instruction], truncate=truncate)
+    except InputTooLarge as err:
+        message = str(err)  # whichever limit was checked first, named with its numbers
+        if message.startswith("examples[0].image: 3 images"):
+            assert num_images == 3 and message.endswith("at most 2 per example (framework.twinbrain.max_images_per_example)")
+        elif message.startswith(f"examples[0].lang: {len(instruction)} characters; at most {PROMPT_LIMIT * 16} "):
+            assert not truncate and len(instruction) > PROMPT_LIMIT * 16
+        elif message.startswith("examples[0].lang: the "):
+            assert not truncate and int(message.split("prompt is ")[1].split()[0]) > PROMPT_LIMIT, message
+            assert message.endswith(f"max_prompt_tokens is {PROMPT_LIMIT}"), message
+        else:  # truncation gives up only when the images alone leave no room
+            assert truncate and message.startswith("examples[0].image: ") and "images make the prompt longer" in message
+        return
+    assert num_images <= 2
+    assert max(left.attention_mask.sum(), right.attention_mask.sum()) <= PROMPT_LIMIT
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):

@@ -76,6 +76,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=10093)
+    parser.add_argument("--token", default=None, help="the server's --token (default: $STARVLA_POLICY_TOKEN)")
     parser.add_argument("--out", default="results/robocasa_gr1", help="folder for the results JSON files")
     parser.add_argument("--tasks", nargs="+", default=TASKS, help="gr1_unified/... env names (default: all 24)")
     parser.add_argument("--episodes", type=int, default=50)
@@ -94,7 +95,7 @@ def main(argv=None) -> None:
 
     gym = _import_gym()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    client = PolicyClient(args.host, args.port)
+    client = PolicyClient(args.host, args.port, token=args.token)
     policy = GR1Policy(client, unnorm_key=args.unnorm_key, n_action_steps=args.n_action_steps,
                        send_state=args.send_state)
     try:

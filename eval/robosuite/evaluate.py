@@ -57,6 +57,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=10093)
+    p.add_argument("--token", default=None, help="the server's --token (default: $STARVLA_POLICY_TOKEN)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=lift.EVAL_SEED, help="episode i uses seed + i (demos use 0..)")
     p.add_argument("--out", type=Path, required=True)
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--videos", type=int, default=3, help="record an mp4 for the first N episodes")
     args = p.parse_args(argv)
 
-    client = PolicyClient(host=args.host, port=args.port)
+    client = PolicyClient(host=args.host, port=args.port, token=args.token)
     meta = client.metadata
     if meta.get("action_dim") not in (None, lift.ACTION_DIM):
         raise SystemExit(f"the server's policy outputs {meta['action_dim']}-d actions; Lift takes {lift.ACTION_DIM}")

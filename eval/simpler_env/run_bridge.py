@@ -94,6 +94,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=10093)
+    parser.add_argument("--token", default=None, help="the server's --token (default: $STARVLA_POLICY_TOKEN)")
     parser.add_argument("--out", default="results/simpler_bridge", help="folder for the results JSON files")
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--episodes", type=int, default=24, help="object layouts 0..N-1 per run")
@@ -107,7 +108,7 @@ def main(argv=None) -> None:
     os.environ["DISPLAY"] = ""  # render headless, as starVLA's launcher does
     simpler = _import_simpler_env()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    client = PolicyClient(args.host, args.port)
+    client = PolicyClient(args.host, args.port, token=args.token)
     policy = WidowXPolicy(client, unnorm_key=args.unnorm_key)
     try:
         for name in args.tasks:

@@ -139,7 +139,7 @@ class TwinBrain(BaseFramework):
         param = next(self.right_brain.parameters())
         return param.device, param.dtype
 
-    def _condition(self, examples: Sequence[dict]):
+    def _condition(self, examples: Sequence[dict], truncate: bool = False):
         """The Right Brain's final hidden states for a batch, and the head's state ``[B, 1, state_dim]`` (or None)."""
         if not examples:
             raise ValueError("examples: expected a non-empty list of example dicts")
@@ -158,7 +158,7 @@ class TwinBrain(BaseFramework):
         device, dtype = self._device_dtype()
         inputs = self.backbone.prepare(
             [ex["image"] for ex in examples], [ex["lang"] for ex in examples], _robot_types(examples),
-            states if self.backbone.state_encoder is not None else None,
+            states if self.backbone.state_encoder is not None else None, [_source(ex) for ex in examples], truncate,
         ).to(device, dtype)
         out = self.backbone(inputs)
         head_state = None
@@ -187,7 +187,7 @@ class TwinBrain(BaseFramework):
     def forward(self, examples: list[dict], **kwargs) -> dict:
         """Flow-matching loss. The VLM pair runs once; the head sees the batch ``repeated_diffusion_steps`` times."""
         actions = self._actions(examples)
-        out, state = self._condition(examples)
+        out, state = self._condition(examples, truncate=self.twin.options.truncate_long_prompts)
         r = self.repeated_diffusion_steps
         loss = self.action_model(
             out.hidden_states.repeat(r, 1, 1),
@@ -236,6 +236,14 @@ def _robot_types(examples: Sequence[dict]) -> list[str | None]:
             raise ValueError(f"examples[{b}]['robot_type']: expected a non-empty string, got {value!r}")
         types.append(value)
     return types
+
+
+def _source(example: dict) -> str:
+    """Where a training example came from, for errors: the embedded runtime's LeRobot rows carry their episode and
+    frame; starVLA's examples their robot tag."""
+    parts = [f"{name} {example[key]}" for key, name in (("episode_index", "episode"), ("frame_index", "frame"),
+                                                        ("robot_tag", "robot tag")) if example.get(key) is not None]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 # -------------------------------------------------------------------------- checkpoint hooks

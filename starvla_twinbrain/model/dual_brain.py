@@ -31,7 +31,7 @@ from .asymot_attention import (
     right_implementation,
 )
 from .processing import family_of, load_processor
-from .prompts import BrainInputs, PromptBuilder, to_pil
+from .prompts import MAX_PROMPT_KEY, BrainInputs, PromptBuilder, to_pil
 from .qwen_compat import (
     enable_activation_checkpointing,
     load_vlm,
@@ -107,7 +107,8 @@ class DualBrainBackbone(nn.Module):
         self.family = family_of(config.base_vlm)
         self.backend = resolve_backend(config.attn_implementation, device, dtype)
         self.processor = load_processor(config.base_vlm)
-        self.prompt_builder = PromptBuilder(self.processor, config.prompts)
+        self.prompt_builder = PromptBuilder(self.processor, config.prompts, config.max_prompt_tokens,
+                                            config.max_images_per_example)
 
         left = load_vlm(config.base_vlm, self.family, self.backend, dtype)
         right = load_vlm(config.base_vlm, self.family, self.backend, dtype)
@@ -134,6 +135,11 @@ class DualBrainBackbone(nn.Module):
             if config.condition == "action_queries"
             else None
         )
+        context = left.config.text_config.max_position_embeddings
+        if config.max_prompt_tokens + self.num_extra_slots > context:
+            raise ValueError(f"{MAX_PROMPT_KEY}={config.max_prompt_tokens}: more than the model's context "
+                             f"({context} positions, text_config.max_position_embeddings) less the Right Brain's "
+                             f"{self.num_extra_slots} state / action-query slots")
         self._slot_token_id = self.processor.tokenizer.pad_token_id
         if self._slot_token_id is None:
             raise ValueError(f"framework.qwenvl.base_vlm={config.base_vlm!r}: the tokenizer has no pad token")
@@ -172,13 +178,17 @@ class DualBrainBackbone(nn.Module):
         instructions: Sequence[str],
         robot_types: Sequence[str | None] | None = None,
         states: Sequence | torch.Tensor | None = None,
+        sources: Sequence[str] | None = None,
+        truncate: bool = False,
     ) -> TwinBrainInputs:
         """Tokenise raw samples for both brains and append the Right's state / action-query slots.
 
         ``states[b]``: ``[state_dim]`` or ``[1, state_dim]`` array/tensor, or None for a sample without state
         (that sample gets no state token: its slot is masked, never a zero vector pretending to be a state).
+        A sample over the input limits raises ``InputTooLarge`` naming it and ``sources[b]`` (see ``PromptBuilder``);
+        ``truncate`` shortens an over-long instruction instead.
         """
-        left, right = self.prompt_builder(images, instructions, robot_types)
+        left, right = self.prompt_builder(images, instructions, robot_types, sources, truncate)
         batch = left.input_ids.shape[0]
         state, state_valid = self._collect_states(states, batch)
         if self.state_encoder is not None:
@@ -257,19 +267,26 @@ class DualBrainBackbone(nn.Module):
     # ------------------------------------------------------------------ the preserved generalist
     def chat(self, images: Sequence, question: str, max_new_tokens: int = 64, **generate_kwargs) -> str:
         """Answer a question about images with the Left Brain: the unmodified base VLM, greedy by default."""
-        return vlm_chat(self.left_brain, self.processor, images, question, max_new_tokens, **generate_kwargs)
+        return vlm_chat(self.left_brain, self.processor, images, question, max_new_tokens, self.prompt_builder,
+                        **generate_kwargs)
 
 
 @torch.no_grad()
 def vlm_chat(vlm: nn.Module, processor, images: Sequence, question: str, max_new_tokens: int = 64,
-             **generate_kwargs) -> str:
+             limits: PromptBuilder | None = None, **generate_kwargs) -> str:
     """One user turn (images, then the question) through ``processor``'s chat template; ``vlm.generate``'s answer.
-    The Left Brain's chat and the base model's (``starvla eval vqa``) go through this same function."""
+    The Left Brain's chat and the base model's (``starvla eval vqa``) go through this same function; ``limits``
+    checks the question, the image count and the prompt's tokens before anything runs."""
+    if limits is not None:
+        limits.check_text(question, "question")
+        limits.check_image_count(len(images), "image")
     pil = [to_pil(img, f"image[{i}]") for i, img in enumerate(images)]
     messages = [{"role": "user", "content": [{"type": "image"} for _ in pil] + [{"type": "text", "text": question}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    device = next(vlm.parameters()).device
-    encoded = processor(text=[text], images=pil or None, return_tensors="pt").to(device)
+    encoded = processor(text=[text], images=pil or None, return_tensors="pt")
+    if limits is not None:
+        limits.check_tokens(encoded["input_ids"].shape[1], "question", "Left Brain's", len(pil))
+    encoded = encoded.to(next(vlm.parameters()).device)
     generate_kwargs.setdefault("do_sample", False)
     out = vlm.generate(**encoded, max_new_tokens=max_new_tokens, **generate_kwargs)
     return processor.batch_decode(out[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)[0]

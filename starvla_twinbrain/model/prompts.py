@@ -2,10 +2,15 @@
 
 Both brains see the same images. Batches are left-padded, so the Right Brain's extra slots (state tokens, action
 queries) are appended at the end of every row and each brain computes its own M-RoPE positions from 0.
+
+Every prompt is bounded before the model runs: at most ``max_images`` images per example and ``max_prompt_tokens``
+tokens per brain (template, instruction and image tokens). Attention costs the square of the length, so one
+over-long instruction could otherwise take all the memory of a server or a training run.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -13,7 +18,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import PromptConfig
+from ..config import MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS, PromptConfig
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT_KEY = "framework.twinbrain.max_prompt_tokens"
+MAX_IMAGES_KEY = "framework.twinbrain.max_images_per_example"
+# English averages about 4 characters per token. Text longer than this many characters per allowed token cannot be
+# a real instruction and is refused without tokenising it (tokenising 100 kB alone takes ~0.2 s).
+MAX_CHARS_PER_TOKEN = 16
+TRUNCATION_ATTEMPTS = 5
+
+
+class InputTooLarge(ValueError):
+    """An example over an input limit; the message names the field, its size and the limit."""
 
 
 def _user_turn(text: str, num_images: int) -> list[dict]:
@@ -96,12 +114,46 @@ class BrainInputs:
 
 
 class PromptBuilder:
-    """Turns raw samples (images, instruction, robot type) into the two brains' token batches."""
+    """Turns raw samples (images, instruction, robot type) into the two brains' token batches, within the limits."""
 
-    def __init__(self, processor, prompts: PromptConfig):
+    def __init__(self, processor, prompts: PromptConfig, max_prompt_tokens: int = MAX_PROMPT_TOKENS,
+                 max_images: int = MAX_IMAGES_PER_EXAMPLE):
         self.processor = processor
         self.prompts = prompts
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_images = max_images
         self.processor.tokenizer.padding_side = "left"
+
+    # ------------------------------------------------------------------ limits
+    @property
+    def max_chars(self) -> int:
+        return self.max_prompt_tokens * MAX_CHARS_PER_TOKEN
+
+    def check_text(self, text: str, where: str, source: str = "") -> None:
+        """Refuse text that cannot fit, by its length alone (no tokenising)."""
+        if len(text) > self.max_chars:
+            raise InputTooLarge(
+                f"{where}{source}: {len(text)} characters; at most {self.max_chars} ({MAX_CHARS_PER_TOKEN} per token "
+                f"of {MAX_PROMPT_KEY}={self.max_prompt_tokens}), refused before tokenising")
+
+    def check_image_count(self, count: int, where: str, source: str = "") -> None:
+        if count > self.max_images:
+            raise InputTooLarge(
+                f"{where}{source}: {count} images; at most {self.max_images} per example ({MAX_IMAGES_KEY})")
+
+    def check_tokens(self, tokens: int, where: str, brain: str, num_images: int, source: str = "") -> None:
+        if tokens > self.max_prompt_tokens:
+            raise InputTooLarge(
+                f"{where}{source}: the {brain} prompt is {tokens} tokens (template, instruction and {num_images} "
+                f"image{'s' * (num_images != 1)}); {MAX_PROMPT_KEY} is {self.max_prompt_tokens}")
+
+    def _truncated(self, instruction: str, excess: int) -> str:
+        """The start of ``instruction`` without its last ``excess`` tokens ("" when that is all of it). Cut at a
+        character offset, not by decoding ids: a token holding half a character would decode to U+FFFD."""
+        offsets = self.processor.tokenizer(instruction, add_special_tokens=False,
+                                           return_offsets_mapping=True)["offset_mapping"]
+        keep = len(offsets) - excess
+        return instruction[: offsets[keep - 1][1]].rstrip() if keep > 0 else ""
 
     def _encode(self, conversations: list[list[dict]], images: list[Image.Image]) -> BrainInputs:
         texts = [
@@ -116,21 +168,56 @@ class PromptBuilder:
         images: Sequence[Sequence],
         instructions: Sequence[str],
         robot_types: Sequence[str | None] | None = None,
+        sources: Sequence[str] | None = None,
+        truncate: bool = False,
     ) -> tuple[BrainInputs, BrainInputs]:
-        """``images[b]``: the images of sample b (PIL or uint8 HWC arrays). Returns (left, right) batches."""
+        """``images[b]``: the images of sample b (PIL or uint8 HWC arrays). Returns (left, right) batches.
+
+        A sample over the limits raises :class:`InputTooLarge` naming it and ``sources[b]`` (where it came from,
+        e.g. " (episode 3, frame 12)"). With ``truncate`` an over-long instruction loses its end instead (too many
+        images are always an error: a camera is not optional)."""
         if len(images) != len(instructions):
             raise ValueError(f"got {len(images)} image lists for {len(instructions)} instructions")
         robot_types = robot_types if robot_types is not None else [None] * len(instructions)
-        flat, left, right = [], [], []
-        for b, (sample_images, instruction, robot_type) in enumerate(zip(images, instructions, robot_types)):
+        sources = sources if sources is not None else [""] * len(instructions)
+        instructions, pil = list(instructions), []
+        for b, (sample_images, instruction) in enumerate(zip(images, instructions)):
             if not isinstance(instruction, str) or not instruction.strip():
                 raise ValueError(f"examples[{b}]['lang']: expected a non-empty instruction string, got {instruction!r}")
+            if len(instruction) > self.max_chars and truncate:
+                instructions[b] = instruction[: self.max_chars]
+            self.check_text(instructions[b], f"examples[{b}].lang", sources[b])
             if isinstance(sample_images, (Image.Image, np.ndarray)):
                 sample_images = [sample_images]
-            pil = [to_pil(img, f"examples[{b}]['image'][{i}]") for i, img in enumerate(sample_images)]
-            flat.extend(pil)
-            left.append(left_messages(self.prompts, instruction, len(pil)))
-            right.append(
-                right_messages(self.prompts, instruction, robot_type or self.prompts.default_robot_type, len(pil))
-            )
+            self.check_image_count(len(sample_images), f"examples[{b}].image", sources[b])
+            pil.append([to_pil(img, f"examples[{b}]['image'][{i}]") for i, img in enumerate(sample_images)])
+
+        left, right = self._encode_pair(pil, instructions, robot_types)
+        for attempt in range(TRUNCATION_ATTEMPTS):  # a cut can tokenise differently at its end: check again
+            lengths = {"Left Brain's": left.attention_mask.sum(1).tolist(),
+                       "Right Brain's": right.attention_mask.sum(1).tolist()}
+            excess = {b: max(n[b] for n in lengths.values()) - self.max_prompt_tokens for b in range(len(pil))}
+            over = [b for b, e in excess.items() if e > 0]
+            if not over:
+                return left, right
+            if not truncate or attempt == TRUNCATION_ATTEMPTS - 1:
+                b = over[0]
+                brain = max(lengths, key=lambda k: lengths[k][b])
+                self.check_tokens(lengths[brain][b], f"examples[{b}].lang", brain, len(pil[b]), sources[b])
+            for b in over:
+                instructions[b] = self._truncated(instructions[b], excess[b] + attempt)
+                if not instructions[b]:
+                    raise InputTooLarge(f"examples[{b}].image{sources[b]}: {len(pil[b])} images make the prompt "
+                                        f"longer than {MAX_PROMPT_KEY}={self.max_prompt_tokens} tokens")
+                logger.warning("examples[%d]%s: instruction truncated by %d tokens to fit %s=%d", b, sources[b],
+                               excess[b] + attempt, MAX_PROMPT_KEY, self.max_prompt_tokens)
+            left, right = self._encode_pair(pil, instructions, robot_types)
+        raise AssertionError("unreachable: the last attempt raises")
+
+    def _encode_pair(self, pil: list[list[Image.Image]], instructions: list[str],
+                     robot_types: Sequence[str | None]) -> tuple[BrainInputs, BrainInputs]:
+        flat = [image for sample in pil for image in sample]
+        left = [left_messages(self.prompts, text, len(imgs)) for imgs, text in zip(pil, instructions)]
+        right = [right_messages(self.prompts, text, robot_type or self.prompts.default_robot_type, len(imgs))
+                 for imgs, text, robot_type in zip(pil, instructions, robot_types)]
         return self._encode(left, flat), self._encode(right, flat)

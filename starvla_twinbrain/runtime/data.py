@@ -2,7 +2,8 @@
 
 One example: ``{"image": [PIL RGB, one per camera], "lang": task, "action": float16 [T, action_dim] normalised,
 "state": float16 [1, state_dim] normalised (when include_state), "robot_type": meta/info.json's robot_type (when
-set)}``. The action chunk starts at the current frame
+set), "episode_index": int, "frame_index": int}`` (the indices name the row in errors). The action chunk starts at
+the current frame
 (delta timestamps 0, 1/fps, ..., (T-1)/fps); past the end of an episode lerobot repeats the last action.
 
 Normalisation as starVLA: "q99" maps [q01, q99] to [-1, 1] and clips; "min_max" maps [min, max] to [-1, 1]. The
@@ -136,7 +137,8 @@ class LeRobotVLADataset(Dataset):
         stats = self.statistics[self.unnorm_key]
         images = [image_tensor_to_pil(item[key], f"{self.root}: {key}", self.image_size) for key in self.cameras]
         action = normalize(item[self.action_key].numpy(), stats["action"], self.normalization)
-        example = {"image": images, "lang": item["task"], "action": action.astype(np.float16)}
+        example = {"image": images, "lang": item["task"], "action": action.astype(np.float16),
+                   "episode_index": int(item["episode_index"]), "frame_index": int(item["frame_index"])}
         if self.robot_type is not None:
             example["robot_type"] = self.robot_type
         if self.include_state:

@@ -4,10 +4,14 @@ simulator's own environment.
     client = PolicyClient("127.0.0.1", 10093)          # waits for the server; client.metadata arrives on connect
     actions = client.predict_action([{"image": [rgb_uint8], "lang": "lift the red cube", "state": state}])
     client.chat(rgb_uint8, "What is on the table?")     # the Left Brain, the unchanged base VLM
+
+A server started with a token (``starvla serve --token`` or ``$STARVLA_POLICY_TOKEN``) needs the same token here:
+``token=`` or the same environment variable.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -22,22 +26,32 @@ class PolicyServerError(RuntimeError):
     """The server answered a request with an error."""
 
 
+TOKEN_ENV = "STARVLA_POLICY_TOKEN"  # the shared token, read by `starvla serve` and by this client
+
+
 class PolicyClient:
     def __init__(self, host: str = "127.0.0.1", port: int = 10093, connect_timeout: float = 300.0,
-                 request_timeout: float | None = 600.0):
+                 request_timeout: float | None = 600.0, token: str | None = None):
         self.uri = f"ws://{host}:{port}"
         self.request_timeout = request_timeout
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        # Only with a token: then a plain connect is byte for byte what starVLA's clients send.
+        headers = {"additional_headers": {"Authorization": f"Bearer {token}"}} if token else {}
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
                 self._ws = websockets.sync.client.connect(self.uri, compression=None, max_size=None,
-                                                          open_timeout=min(30.0, connect_timeout))
+                                                          open_timeout=min(30.0, connect_timeout), **headers)
                 break
             except (ConnectionRefusedError, OSError, TimeoutError):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no policy server at {self.uri} after {connect_timeout:.0f} s") from None
                 time.sleep(0.5)
-        self.metadata: dict = msgpack_numpy.unpackb(self._ws.recv(timeout=connect_timeout))
+        try:
+            self.metadata: dict = msgpack_numpy.unpackb(self._ws.recv(timeout=connect_timeout))
+        except websockets.ConnectionClosed as closed:  # e.g. refused for a missing or wrong token
+            reason = closed.rcvd.reason if closed.rcvd else "no reason given"
+            raise PolicyServerError(f"{self.uri} closed the connection: {reason}") from None
 
     def request(self, message: dict) -> dict:
         """Send one request, return the raw reply (``status`` ok or error)."""

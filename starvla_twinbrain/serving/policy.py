@@ -17,12 +17,16 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from ..config import MAX_EXAMPLES_PER_REQUEST, MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS
+from ..model.prompts import InputTooLarge
 from ..normalization import unnormalize
 
 logger = logging.getLogger(__name__)
 
+# What one request may ask for; the prompt limits (tokens, images per example) come from the run's config.
 MAX_IMAGE_SIDE = 4096
 MAX_NEW_TOKENS = 512
+MAX_ROBOT_TYPE_CHARS = 256  # a name for the Right prompt's "Robot Type:" line
 
 
 class RequestError(ValueError):
@@ -52,12 +56,14 @@ def _image(value: Any, where: str, size: tuple[int, int] | None) -> Image.Image:
     return image.resize((size[1], size[0]), Image.BILINEAR) if size and (h, w) != size else image
 
 
-def _images(value: Any, where: str, size: tuple[int, int] | None) -> list[Image.Image]:
+def _images(value: Any, where: str, size: tuple[int, int] | None, max_images: int) -> list[Image.Image]:
     if value is None:
         raise RequestError(f"{where}: missing; expected a list of uint8 images [H, W, 3]")
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not items:
         raise RequestError(f"{where}: empty list; expected at least one image")
+    if len(items) > max_images:
+        raise RequestError(f"{where}: {len(items)} images; at most {max_images} per example (starvla serve --max-images)")
     return [_image(img, f"{where}[{i}]", size) for i, img in enumerate(items)]
 
 
@@ -66,7 +72,8 @@ class ServedPolicy:
     ``metadata``; built from a checkpoint with :meth:`from_checkpoint` or around a loaded framework."""
 
     def __init__(self, model: torch.nn.Module, config, statistics: dict | None, ckpt_path: str = "",
-                 unnorm_key: str | None = None):
+                 unnorm_key: str | None = None, max_batch: int = MAX_EXAMPLES_PER_REQUEST,
+                 max_images: int | None = None):
         self.model = model.eval()
         self.config = config
         self.statistics = statistics or {}
@@ -82,10 +89,21 @@ class ServedPolicy:
         if unnorm_key is not None and unnorm_key not in self.statistics:
             raise ValueError(f"unnorm_key {unnorm_key!r} is not in the run's statistics {sorted(self.statistics)}")
         self.default_unnorm_key = unnorm_key or (next(iter(self.statistics)) if len(self.statistics) == 1 else None)
+        self.max_prompt_tokens = int(select("framework.twinbrain.max_prompt_tokens", default=MAX_PROMPT_TOKENS))
+        trained_max = int(select("framework.twinbrain.max_images_per_example", default=MAX_IMAGES_PER_EXAMPLE))
+        self.max_images = trained_max if max_images is None else max_images
+        self.max_batch = max_batch
+        for name, value in (("--max-batch", max_batch), ("--max-images", self.max_images)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}: expected a positive integer")
+        if self.max_images > trained_max:  # the model's own check would refuse them anyway
+            raise ValueError(f"--max-images={self.max_images}: the run allows at most {trained_max} "
+                             f"(framework.twinbrain.max_images_per_example)")
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, device: str = "auto", bf16: bool = False,
-                        unnorm_key: str | None = None, compile_head: bool = False) -> "ServedPolicy":
+                        unnorm_key: str | None = None, compile_head: bool = False,
+                        max_batch: int = MAX_EXAMPLES_PER_REQUEST, max_images: int | None = None) -> "ServedPolicy":
         from ..framework.twinbrain import InferenceCompiledDiT
         from ..runtime.checkpoint import load_framework
 
@@ -96,7 +114,8 @@ class ServedPolicy:
         model = model.to(target, dtype=torch.bfloat16 if bf16 else None)
         if compile_head and model.compiled_head is None:
             model.compiled_head = InferenceCompiledDiT()
-        return cls(model, model.config, model.norm_stats, ckpt_path, unnorm_key)  # the run's config.yaml, as loaded
+        # the run's config.yaml, as loaded
+        return cls(model, model.config, model.norm_stats, ckpt_path, unnorm_key, max_batch, max_images)
 
     @property
     def metadata(self) -> dict:
@@ -121,7 +140,15 @@ class ServedPolicy:
             "dtype": str(param.dtype).replace("torch.", ""),
             "compiled_head": getattr(self.model, "compiled_head", None) is not None,
             "request_types": ["infer", "ping", "chat"],
+            "limits": self.limits,
         }
+
+    @property
+    def limits(self) -> dict:
+        """What one request may ask for; more is answered with an error naming the field and the limit."""
+        return {"max_batch": self.max_batch, "max_images_per_example": self.max_images,
+                "max_prompt_tokens": self.max_prompt_tokens, "max_image_side": MAX_IMAGE_SIDE,
+                "max_new_tokens": MAX_NEW_TOKENS}
 
     # ------------------------------------------------------------------ checks
     def _state(self, value: Any, where: str) -> np.ndarray:
@@ -147,6 +174,9 @@ class ServedPolicy:
         if not isinstance(examples, (list, tuple)) or not examples:
             raise RequestError(f"examples: expected a non-empty list of dicts, got {type(examples).__name__}"
                                + (" (empty)" if isinstance(examples, (list, tuple)) else ""))
+        if len(examples) > self.max_batch:
+            raise RequestError(f"examples: {len(examples)} examples; at most {self.max_batch} per request "
+                               f"(starvla serve --max-batch)")
         checked = []
         for b, ex in enumerate(examples):
             where = f"examples[{b}]"
@@ -155,11 +185,13 @@ class ServedPolicy:
             lang = ex.get("lang")
             if not isinstance(lang, str) or not lang.strip():
                 raise RequestError(f"{where}.lang: expected a non-empty instruction string, got {lang!r}")
-            item = {"image": _images(ex.get("image"), f"{where}.image", self.image_size), "lang": lang}
+            item = {"image": _images(ex.get("image"), f"{where}.image", self.image_size, self.max_images), "lang": lang}
             robot_type = ex.get("robot_type", default_robot_type)
             if robot_type is not None:
-                if not isinstance(robot_type, str) or not robot_type.strip():
-                    raise RequestError(f"{where}.robot_type: expected a non-empty string, got {robot_type!r}")
+                if not isinstance(robot_type, str) or not robot_type.strip() or len(robot_type) > MAX_ROBOT_TYPE_CHARS:
+                    got = f"a string of {len(robot_type)} characters" if isinstance(robot_type, str) else repr(robot_type)
+                    raise RequestError(f"{where}.robot_type: expected a non-empty string of at most "
+                                       f"{MAX_ROBOT_TYPE_CHARS} characters, got {got}")
                 item["robot_type"] = robot_type
             if self.include_state:
                 if ex.get("state") is None:
@@ -187,7 +219,11 @@ class ServedPolicy:
         stats = self.statistics[key]["action"]
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise RequestError(f"seed: expected an integer, got {seed!r}")
-        normalized = np.asarray(self.model.predict_action(checked, seed=seed, **kwargs)["normalized_actions"], dtype=np.float32)
+        try:  # the prompt's length is checked by the model's own tokenisation, before it runs
+            normalized = self.model.predict_action(checked, seed=seed, **kwargs)["normalized_actions"]
+        except InputTooLarge as err:
+            raise RequestError(str(err)) from None
+        normalized = np.asarray(normalized, dtype=np.float32)
         actions = unnormalize(normalized, stats, self.normalization)
         if not np.isfinite(actions).all():  # never send a silently wrong action
             raise RuntimeError("the model produced non-finite actions")
@@ -199,8 +235,11 @@ class ServedPolicy:
             raise RequestError(f"question: expected a non-empty string, got {question!r}")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 0 < max_new_tokens <= MAX_NEW_TOKENS:
             raise RequestError(f"max_new_tokens: expected an integer in 1..{MAX_NEW_TOKENS}, got {max_new_tokens!r}")
-        images = _images(image, "image", None)
+        images = _images(image, "image", None, self.max_images)
         if kwargs:
             raise RequestError(f"chat: unknown fields {sorted(kwargs)}; expected image, question, max_new_tokens")
-        return {"answer": self.model.chat(images, question, max_new_tokens=max_new_tokens)}
+        try:
+            return {"answer": self.model.chat(images, question, max_new_tokens=max_new_tokens)}
+        except InputTooLarge as err:
+            raise RequestError(str(err)) from None
 

@@ -10,16 +10,21 @@ On connect the server sends the policy's metadata. Then each message is one requ
     {"type": "chat", "payload": {"image": [...], "question": str, "max_new_tokens"?: int}}
         → {"status": "ok", ..., "data": {"answer": str}}   (the Left Brain: the base VLM, unchanged)
 
-Anything wrong with a request (undecodable bytes, unknown type, missing image, wrong dtype or shape, NaN state)
-gets ``{"status": "error", "ok": false, "error": {"message": ...}}`` and the connection stays open; unlike
-starVLA's server, which closes the connection on an exception. Model calls run one at a time in a worker thread,
-so the event loop keeps accepting clients while a chunk is computed.
+Anything wrong with a request (undecodable bytes, unknown type, missing image, wrong dtype or shape, NaN state, more
+examples, images or prompt tokens than the limits) gets ``{"status": "error", "ok": false, "error": {"message":
+...}}`` and the connection stays open; unlike starVLA's server, which closes the connection on an exception. Model
+calls run one at a time in a worker thread, so the event loop keeps accepting clients while a chunk is computed.
+
+With a ``token``, a client must send ``Authorization: Bearer <token>`` with its connect request (``PolicyClient``
+does, from ``token=`` or ``$STARVLA_POLICY_TOKEN``); any other client is closed with code 1008 (policy violation)
+and a reason saying so, before it gets the metadata. Without a token, starVLA's own clients connect unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import threading
 import time
@@ -30,12 +35,14 @@ import websockets
 import websockets.asyncio.server
 
 from . import msgpack_numpy
+from .client import TOKEN_ENV
 from .policy import RequestError
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 2**20
 REQUEST_TYPES = ("infer", "predict_action", "ping", "chat")
+CLOSE_POLICY_VIOLATION = 1008  # RFC 6455: the message (here: the connect request) violates the server's policy
 
 
 def _error(kind: str, request_id: Any, message: str) -> dict:
@@ -45,9 +52,13 @@ def _error(kind: str, request_id: Any, message: str) -> dict:
 class PolicyServer:
     """Serves ``policy`` (``predict_action(**payload) -> dict``, ``chat(**payload) -> dict``, ``metadata``)."""
 
-    def __init__(self, policy, host: str = "0.0.0.0", port: int = 10093, idle_timeout: float | None = None):
+    def __init__(self, policy, host: str = "127.0.0.1", port: int = 10093, idle_timeout: float | None = None,
+                 token: str | None = None):
         self.policy, self.host, self.port = policy, host, port
         self.idle_timeout = idle_timeout
+        if token is not None and not token:
+            raise ValueError(f"token: empty; give a shared secret, or none (unset ${TOKEN_ENV})")
+        self._authorization = f"Bearer {token}".encode() if token else None
         self.metadata = policy.metadata
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self._last_active = time.monotonic()
@@ -91,6 +102,14 @@ class PolicyServer:
 
     async def _handler(self, ws: websockets.asyncio.server.ServerConnection) -> None:
         peer = ws.remote_address
+        if self._authorization is not None:
+            sent = (ws.request.headers.get("Authorization") or "").encode()
+            if not hmac.compare_digest(sent, self._authorization):
+                problem = "wrong" if sent else "missing"
+                reason = f"{problem} token: send Authorization: Bearer <token> (PolicyClient: token= or ${TOKEN_ENV})"
+                logger.warning("client %s refused: %s token", peer, problem)
+                await ws.close(CLOSE_POLICY_VIOLATION, reason)
+                return
         logger.info("client %s connected", peer)
         loop = asyncio.get_running_loop()
         try:

@@ -38,8 +38,11 @@ def test_action_chunk_is_the_next_t_actions_normalised(dataset_root, raw):
         np.testing.assert_allclose(ds[index]["action"].astype(np.float32), want, atol=1e-3)
 
 
-def test_example_contract(dataset_root):
+def test_example_contract(dataset_root, raw):
     ds = LeRobotVLADataset(dataset_root, action_horizon=T, include_state=True, image_size=32)
+    for index in (3, 10, 25):  # each example names its row, for errors about it
+        assert (ds[index]["episode_index"], ds[index]["frame_index"]) == (
+            int(raw["episode_index"].iloc[index]), int(raw["frame_index"].iloc[index]))
     ex = ds[3]
     assert ex["action"].dtype == np.float16 and ex["action"].shape == (T, 7)
     assert ex["state"].dtype == np.float16 and ex["state"].shape == (1, 7)
