@@ -129,6 +129,10 @@ def check_server_images(sent: np.ndarray, server_dir: Path) -> list[str]:
     return [f"requests {differing[:10]} reached the server with other images"] if differing else []
 
 
+def _cm(metres) -> list[float]:
+    return np.round(100 * np.asarray(metres), 1).tolist()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True, help="run_bridge --out folder")
@@ -163,12 +167,11 @@ def main(argv=None) -> int:
                 problems.append(f"no video {video}")
             failures += [f"{name}: {p}" for p in problems]
             wrong = ", ".join(f"{k} {v:.1f}" for k, v in images["mean_abs_diff"].items() if k != "as rendered")
-            print(f"{name}: {len(sent)} steps; images sent vs the rendered frame resized by OpenCV: max |diff| "
+            print(f"{name}: {len(sent)} steps\n  images sent vs the rendered frame resized by OpenCV: max |diff| "
                   f"{images['max_abs_diff']}, mean {images['mean_abs_diff']['as rendered']:.2f} (mis-oriented: {wrong}); "
-                  f"min pixel std {images['min_pixel_std']:.1f}; end effector: travelled up to "
-                  f"{100 * motion['max_travel']:.1f} cm, net {np.round(100 * np.array(motion['measured']), 1).tolist()} "
-                  f"cm for {np.round(100 * np.array(motion['commanded']), 1).tolist()} cm commanded (cosine "
-                  f"{motion['cosine']:.2f}, gain {motion['gain']:.2f})")
+                  f"min pixel std {images['min_pixel_std']:.1f}\n  end effector: up to "
+                  f"{100 * motion['max_travel']:.1f} cm from the start, net {_cm(motion['measured'])} cm for "
+                  f"{_cm(motion['commanded'])} cm commanded (cosine {motion['cosine']:.2f}, gain {motion['gain']:.2f})")
     if args.server_images and all_sent:
         server_failures = check_server_images(np.concatenate(all_sent), Path(args.server_images))
         failures += server_failures

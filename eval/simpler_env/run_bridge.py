@@ -154,7 +154,7 @@ def main(argv=None) -> None:
                 run_task(name, repeat, args, policy, simpler)
     finally:
         client.close()
-    print(markdown_table(load_results(sorted(Path(args.out).glob("*.json")))))
+    print(markdown_table(load_results(sorted(Path(args.out).glob("*.json"))), task_order=list(TASKS)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from eval.simpler_env.widowx_client import WidowXPolicy
 from starvla_twinbrain.serving.client import PolicyClient
 from tests.eval.fake_policy import RecordingPolicy, served
 
-needs_cv2 = pytest.mark.skipif(importlib.util.find_spec("cv2") is None, reason="OpenCV not installed")
+HAVE_CV2 = importlib.util.find_spec("cv2") is not None
+needs_cv2 = pytest.mark.skipif(not HAVE_CV2, reason="OpenCV not installed")
 
 
 # ------------------------------------------------------------------------------------------- episode lengths
@@ -69,23 +70,25 @@ CHUNK = [[0.01, -0.02, 0.005, 0.0, 0.0, 0.0, 1.0]] * 4
 
 
 @pytest.fixture(scope="module")
-def bridge_port():
+def bridge_server():
     policy = RecordingPolicy({"action_dim": 7, "action_chunk_size": 4}, lambda example: np.array(CHUNK))
     with served(policy) as port:
-        yield port
+        yield policy, port
+
+
+@pytest.fixture
+def bridge_port(bridge_server):
+    return bridge_server[1]
 
 
 def get_frame(env, obs, camera_name):
     return obs["frame"]
 
 
-@needs_cv2
 def test_recorded_episode_holds_what_was_sent_and_done(bridge_port, tmp_path):
-    import cv2
-
     env = MovingArmEnv(steps=12)
     with PolicyClient("127.0.0.1", bridge_port) as client:
-        recorder = EpisodeRecorder(tmp_path, "carrot_ep0", frame_every=3)
+        recorder = EpisodeRecorder(tmp_path, "carrot_ep0", frame_every=3, video=HAVE_CV2)
         result = run_bridge.run_episode(env, WidowXPolicy(client), get_frame, TASKS["PutCarrotOnPlate"], 0, recorder)
     assert result["steps"] == 12 and set(result["seconds"]) == {"policy", "env"}
     data = np.load(tmp_path / "carrot_ep0.npz")
@@ -96,6 +99,10 @@ def test_recorded_episode_holds_what_was_sent_and_done(bridge_port, tmp_path):
     np.testing.assert_allclose(data["actions"], np.tile([0.01, -0.02, 0.005, 0, 0, 0, 1.0], (12, 1)), atol=1e-7)
     np.testing.assert_allclose(data["ee_positions"], [0.3, 0, 0.1] + np.arange(13)[:, None] * [0.01, -0.02, 0.005],
                                atol=1e-7)
+    if not HAVE_CV2:
+        return  # the video and the still need OpenCV
+    import cv2
+
     video = cv2.VideoCapture(str(tmp_path / "carrot_ep0.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     ok, first = video.read()
@@ -206,3 +213,28 @@ def test_run_task_builds_each_env_with_its_episode_length(bridge_port, tmp_path,
     assert {name: kw["max_episode_steps"] for name, kw in built.items()} == {
         TASKS[task].env_name: steps for task, steps in want.items()}
     assert built["PutEggplantInBasketScene-v0"]["rgb_overlay_path"] == str(tmp_path / "data/real_inpainting/bridge_sink.png")
+
+
+# ------------------------------------------------------------------------------------ check_run end to end
+@needs_cv2
+@pytest.mark.parametrize("gain, ok", [(0.9, True), (0.0, False)])
+def test_check_run_on_a_recorded_run(bridge_server, tmp_path, capsys, gain, ok):
+    """run_task --record against the fake env, the server's images saved as the check script saves them."""
+    server_policy, port = bridge_server
+    server_policy.requests.clear()
+    args = Namespace(out=str(tmp_path / "results"), simpler_env_path=None, max_steps=None, episode_length="simpler_env",
+                     episodes=1, record=str(tmp_path / "record"))
+    (tmp_path / "results").mkdir()
+    with PolicyClient("127.0.0.1", port) as client:
+        run_bridge.run_task("PutCarrotOnPlate", 1, args, WidowXPolicy(client),
+                            (tmp_path, lambda name, **kw: MovingArmEnv(kw["max_episode_steps"], gain), get_frame))
+    (tmp_path / "server").mkdir()
+    for i, request in enumerate(server_policy.requests):
+        np.save(tmp_path / "server" / f"{i:06d}.npy", request["examples"][0]["image"][0])
+    code = check_run.main(["--results", str(tmp_path / "results"), "--record", str(tmp_path / "record"),
+                           "--server-images", str(tmp_path / "server"), "--tasks", "PutCarrotOnPlate",
+                           "--episode-length", "simpler_env"])
+    out = capsys.readouterr().out
+    assert "PutCarrotOnPlate_run1_ep0: 60 steps" in out and "the server received exactly the 60 images sent" in out
+    assert "| PutCarrotOnPlate | 0.0 | 1 |" in out
+    assert (code == 0) == ok and ("FAILED: PutCarrotOnPlate_run1_ep0: the end effector moved only" in out) != ok
