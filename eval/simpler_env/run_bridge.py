@@ -26,7 +26,7 @@ from starvla_twinbrain.serving.client import PolicyClient
 from .client_common import record_episodes
 from .recording import EpisodeRecorder
 from .results_table import load_results, markdown_table
-from .tasks import EPISODE_LENGTHS, TASKS, BridgeTask, episode_steps
+from .tasks import EPISODE_LENGTHS, STARVLA_STEPS, TASKS, BridgeTask, episode_steps
 from .widowx_client import BRIDGE_UNNORM_KEY, WidowXPolicy
 
 CONTROL_MODE = "arm_pd_ee_target_delta_pose_align2_gripper_pd_joint_pos"  # SimplerEnv's WidowX control mode
@@ -92,18 +92,24 @@ def run_task(name: str, repeat: int, args, policy: WidowXPolicy, simpler) -> Pat
     asset_dir, build_env, get_image = simpler
     task = TASKS[name]
     path = Path(args.out) / f"{task.env_name}_run{repeat}.json"
-    if path.exists() and json.loads(path.read_text()).get("complete"):
-        print(f"{path} is complete, skipping")
-        return path
+    max_steps = args.max_steps or episode_steps(name, args.episode_length)
+    if path.exists():
+        previous = json.loads(path.read_text())
+        previous_steps = previous.get("max_steps", STARVLA_STEPS)  # files from before the option ran 120
+        if previous_steps != max_steps:
+            raise SystemExit(f"{path} holds {previous_steps}-step episodes, this run makes {max_steps}-step ones: "
+                             "use another --out (success rates of different lengths do not pool)")
+        if previous.get("complete"):
+            print(f"{path} is complete, skipping")
+            return path
     data = Path(args.simpler_env_path) / "ManiSkill2_real2sim/data" if args.simpler_env_path else asset_dir
     overlay = data / "real_inpainting" / task.overlay
-    max_steps = args.max_steps or episode_steps(name, args.episode_length)
     env = build_env(task.env_name, obs_mode="rgbd", robot=task.robot, sim_freq=500, control_mode=CONTROL_MODE,
                     control_freq=5, max_episode_steps=max_steps, scene_name=task.scene_name,
                     camera_cfgs={"add_segmentation": True}, rgb_overlay_path=str(overlay))
     record = {"task": name, "env_name": task.env_name, "scene_name": task.scene_name, "robot": task.robot,
               "repeat": repeat, "max_steps": max_steps,
-              "episode_length": "--max-steps" if args.max_steps else args.episode_length,
+              "episode_length": "custom" if args.max_steps else args.episode_length,
               "unnorm_key": policy.unnorm_key, "action_scale": policy.action_scale,
               "server": policy.client.metadata.get("ckpt_path"), "episodes": [], "complete": False}
 

@@ -215,6 +215,24 @@ def test_run_task_builds_each_env_with_its_episode_length(bridge_port, tmp_path,
     assert built["PutEggplantInBasketScene-v0"]["rgb_overlay_path"] == str(tmp_path / "data/real_inpainting/bridge_sink.png")
 
 
+
+def test_run_task_refuses_to_mix_episode_lengths_in_one_results_file(bridge_port, tmp_path):
+    args = Namespace(out=str(tmp_path), simpler_env_path=None, max_steps=None, episode_length="simpler_env",
+                     episodes=1, record=None)
+    fake = (tmp_path, lambda name, **kwargs: MovingArmEnv(steps=2), get_frame)
+    with PolicyClient("127.0.0.1", bridge_port) as client:
+        policy = WidowXPolicy(client)
+        path = run_bridge.run_task("PutCarrotOnPlate", 1, args, policy, fake)
+        assert run_bridge.run_task("PutCarrotOnPlate", 1, args, policy, fake) == path  # complete: skipped
+        args.episode_length = "starvla"
+        with pytest.raises(SystemExit, match="holds 60-step episodes, this run makes 120-step ones"):
+            run_bridge.run_task("PutCarrotOnPlate", 1, args, policy, fake)
+        record = json.loads(path.read_text())
+        del record["max_steps"]  # a file from before the option: 120 steps
+        path.write_text(json.dumps(record))
+        assert run_bridge.run_task("PutCarrotOnPlate", 1, args, policy, fake) == path
+
+
 # ------------------------------------------------------------------------------------ check_run end to end
 @needs_cv2
 @pytest.mark.parametrize("gain, ok", [(0.9, True), (0.0, False)])
