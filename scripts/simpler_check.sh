@@ -36,12 +36,11 @@ if [ -z "${CKPT:-}" ]; then
     echo "== a tiny untrained checkpoint: tiny VLM, synthetic dataset named oxe_bridge, 20 training steps"
     [ -f "$WORK/models/tiny-Qwen2.5-VL/config.json" ] || "$PY" -m starvla_twinbrain.cli make-tiny-vlm "$WORK/models/tiny-Qwen2.5-VL"
     [ -f "$WORK/data/oxe_bridge/meta/info.json" ] || "$PY" -m starvla_twinbrain.cli make-dataset "$WORK/data/oxe_bridge" --episodes 8 --length 20
-    sed -e "s#base_vlm: runs/models/tiny-Qwen2.5-VL#base_vlm: $WORK/models/tiny-Qwen2.5-VL#" \
-        -e "s#data_root_dir: runs/data#data_root_dir: $WORK/data#" -e "s#data_mix: synthetic#data_mix: oxe_bridge#" \
-        -e "s#run_root_dir: runs#run_root_dir: $WORK#" -e "s#include_state: true#include_state: false#" \
-        -e "s#obs_image_size: \[64, 64\]#obs_image_size: [224, 224]#" configs/tiny_cpu.yaml > "$WORK/tiny_bridge.yaml"
-    "$PY" -m starvla_twinbrain.cli train --config "$WORK/tiny_bridge.yaml" trainer.max_train_steps=20 \
-        trainer.save_interval=20 trainer.eval_interval=20 run_id=tiny_bridge
+    "$PY" -m starvla_twinbrain.cli train --config configs/tiny_cpu.yaml run_root_dir="$WORK" run_id=tiny_bridge \
+        framework.qwenvl.base_vlm="$WORK/models/tiny-Qwen2.5-VL" datasets.vla_data.data_root_dir="$WORK/data" \
+        datasets.vla_data.data_mix=oxe_bridge datasets.vla_data.include_state=false \
+        "datasets.vla_data.obs_image_size=[224,224]" trainer.max_train_steps=20 trainer.save_interval=20 \
+        trainer.eval_interval=20
   fi
 fi
 ACTION_SCALE=${ACTION_SCALE:-1}

@@ -62,6 +62,7 @@ class EpisodeRecorder:
         self.frame_every, self.video, self.fps = frame_every, video, fps
         self.sent, self.actions, self.ee_positions, self.frames, self.frame_steps = [], [], [], [], []
         self._writer = None
+        self._last: tuple[np.ndarray, int] | None = None  # the latest frame and its step
         self._composites: dict[int, np.ndarray] = {}  # the video frames at frame_steps, for the still
 
     def add(self, frame: np.ndarray, sent: np.ndarray, action: np.ndarray, ee_position: np.ndarray,
