@@ -18,8 +18,10 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from websockets.exceptions import ConnectionClosed
 
 from starvla_twinbrain.serving.client import PolicyClient
 
@@ -53,6 +55,35 @@ def _jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
+
+
+class ReconnectingClient:
+    """A policy client that, finding its connection closed, opens a new one and sends the request again, once.
+
+    Building a SAPIEN scene can hold the GIL for tens of seconds, so the websocket client's keepalive thread misses
+    its pong and closes the connection while no request is in flight (seen under load: "keepalive ping timeout").
+    A request carries no server state, so sending it again is safe."""
+
+    def __init__(self, connect: Callable[[], PolicyClient]):
+        self._connect = connect
+        self.client = connect()
+        self.reconnects = 0
+
+    @property
+    def metadata(self) -> dict:
+        return self.client.metadata
+
+    def predict_action(self, examples: list[dict], **kwargs) -> np.ndarray:
+        try:
+            return self.client.predict_action(examples, **kwargs)
+        except ConnectionClosed as err:
+            print(f"policy server connection closed ({err}); reconnecting", flush=True)
+            self.client.close()
+            self.client, self.reconnects = self._connect(), self.reconnects + 1
+            return self.client.predict_action(examples, **kwargs)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def ee_position(env) -> np.ndarray:
@@ -152,7 +183,7 @@ def main(argv=None) -> None:
     os.environ["DISPLAY"] = ""  # render headless, as starVLA's launcher does
     simpler = _import_simpler_env()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    client = PolicyClient(args.host, args.port)
+    client = ReconnectingClient(lambda: PolicyClient(args.host, args.port))
     policy = WidowXPolicy(client, unnorm_key=args.unnorm_key, action_scale=args.action_scale)
     try:
         for name in args.tasks:

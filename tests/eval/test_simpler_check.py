@@ -256,3 +256,22 @@ def test_check_run_on_a_recorded_run(bridge_server, tmp_path, capsys, gain, ok):
     assert "PutCarrotOnPlate_run1_ep0: 60 steps" in out and "the server received exactly the 60 images sent" in out
     assert "| PutCarrotOnPlate | 0.0 | 1 |" in out
     assert (code == 0) == ok and ("FAILED: PutCarrotOnPlate_run1_ep0: the end effector moved only" in out) != ok
+
+
+def test_reconnecting_client_reopens_a_closed_connection_once(bridge_server):
+    server_policy, port = bridge_server
+    server_policy.requests.clear()
+    opened = []
+
+    def connect():
+        opened.append(PolicyClient("127.0.0.1", port))
+        return opened[-1]
+
+    client = run_bridge.ReconnectingClient(connect)
+    example = [{"image": [np.zeros((224, 224, 3), np.uint8)], "lang": "put carrot on plate"}]
+    np.testing.assert_allclose(client.predict_action(example)[0], CHUNK)
+    opened[0]._ws.close()  # as the keepalive does when the simulator held the GIL past its pong
+    np.testing.assert_allclose(client.predict_action(example)[0], CHUNK)
+    assert len(opened) == 2 and client.reconnects == 1 and len(server_policy.requests) == 2
+    assert client.metadata["action_dim"] == 7
+    client.close()
