@@ -9,10 +9,11 @@
 #   centimetres; with CKPT the default is 1, as starVLA runs). EPISODE_LENGTH: starvla (120 steps) | simpler_env.
 #   DEVICE: the server's (default cpu). PORT: default 10095.
 # It serves the checkpoint (saving every image it receives), runs one episode of each of the four Bridge tasks
-# through `starvla eval simpler_env` (eval/simpler_env/run_bridge.py --record), and checks with eval/simpler_env/check_run.py: each episode ran
-# to its step limit, the results files and table are complete, the images the server received are the 224x224
-# views the env rendered (not blank, transposed or flipped), and the end effector moved as commanded. Videos (camera
-# | image sent + commanded action) and stills: WORK/record/<task>_run1_ep0.mp4, _still.png.
+# through `starvla eval simpler_env` (eval/simpler_env/run_bridge.py --record), and checks with
+# eval/simpler_env/check_run.py: each episode ran to its step limit, the results files and table are complete, the
+# images the server received are the 224x224 views the env rendered (not blank, transposed or flipped), and the end
+# effector moved as commanded. Videos (camera | image sent + commanded action) and stills:
+# WORK/record/<task>_run1_ep0.mp4, _still.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
