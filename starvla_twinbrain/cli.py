@@ -133,6 +133,9 @@ def _eval(args: argparse.Namespace) -> int:
     if not EVAL_DIR.is_dir():
         raise SystemExit(f"{EVAL_DIR} not found: `starvla eval` runs from a source checkout (pip install -e .)")
     if args.benchmark == "robosuite":
+        if args.client_args:
+            raise SystemExit(f"starvla eval robosuite: unexpected client arguments {args.client_args}; robosuite "
+                             "takes --demos, --episodes, --steps, --port and --out")
         env = {**os.environ, "DEMOS": str(args.demos), "EPISODES": str(args.episodes), "STEPS": str(args.steps),
                "PORT": str(args.port), "OUT": args.out}
         return subprocess.call(["bash", str(EVAL_DIR / "robosuite" / "run.sh")], env=env)
@@ -209,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         "simpler_env / robocasa: the benchmark clients (eval/simpler_env, eval/robocasa), run with the simulator's "
         "own interpreter against a server you started with `starvla serve`; extra arguments go to the client.\n\n"
         "  starvla eval robosuite --demos 50 --episodes 20\n"
-        "  starvla eval simpler_env --python ~/simpler/bin/python --port 10093 -- --repeats 1")
+        "  starvla eval simpler_env --python ~/simpler/bin/python --port 10093 -- --tasks PutCarrotOnPlate --episodes 1\n"
+        "  starvla eval robocasa --python ~/robocasa/bin/python -- --episodes 5")
     evaluate.add_argument("benchmark", choices=["robosuite", *SIM_CLIENTS])
     evaluate.add_argument("--port", type=int, default=10093, help="policy server port")
     evaluate.add_argument("--demos", type=int, default=50, help="robosuite: expert demonstrations to record")
@@ -249,9 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_client_args(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``starvla eval ... -- CLIENT ARGS``: everything after the first ``--`` is the client's, whichever order the eval
+    options came in. argparse alone fills ``benchmark`` and ``client_args`` in one go, so options between the
+    benchmark name and ``--`` left what follows ``--`` unrecognised."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)  # the top level has flags only
+    if command != "eval" or "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv, client_args = _split_client_args(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
+    if client_args is not None:
+        args.client_args = [*args.client_args, *client_args]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         parser.print_help()

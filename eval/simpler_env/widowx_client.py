@@ -93,6 +93,7 @@ class WidowXPolicy:
         self.action_scale = action_scale
         self.ensembler = AdaptiveEnsembler(ensemble_horizon, ensemble_alpha)
         self.task_description: str | None = None
+        self.last_sent_image: np.ndarray | None = None  # the image of the latest request, for recording
 
     def reset(self, task_description: str) -> None:
         """Start an episode: forget the chunks predicted for the previous one."""
@@ -105,7 +106,8 @@ class WidowXPolicy:
             self.reset(task_description)
         if self.task_description is None:
             raise RuntimeError("call reset(task_description) before step()")
-        example = {"image": [resize_area(image, self.image_size)], "lang": self.task_description}
+        self.last_sent_image = resize_area(image, self.image_size)
+        example = {"image": [self.last_sent_image], "lang": self.task_description}
         chunk = self.client.predict_action([example], unnorm_key=self.unnorm_key, **STARVLA_SAMPLING_KWARGS)[0]
         action = self.ensembler(chunk)
         rotation = euler_to_axis_angle(*action[3:6])

@@ -11,6 +11,7 @@ A server started with a token (``starvla serve --token`` or ``$STARVLA_POLICY_TO
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import uuid
@@ -36,12 +37,16 @@ class PolicyClient:
         self.request_timeout = request_timeout
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         # Only with a token: then a plain connect is byte for byte what starVLA's clients send.
-        headers = {"additional_headers": {"Authorization": f"Bearer {token}"}} if token else {}
+        connect_options = {"additional_headers": {"Authorization": f"Bearer {token}"}} if token else {}
+        # No keepalive pings, as the server: a simulator holding the GIL (SAPIEN building a scene) cannot answer them
+        # in time, and the connection would drop between two requests (websockets >= 14; 13's sync client has none).
+        if "ping_interval" in inspect.signature(websockets.sync.client.connect).parameters:
+            connect_options["ping_interval"] = None
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
                 self._ws = websockets.sync.client.connect(self.uri, compression=None, max_size=None,
-                                                          open_timeout=min(30.0, connect_timeout), **headers)
+                                                          open_timeout=min(30.0, connect_timeout), **connect_options)
                 break
             except (ConnectionRefusedError, OSError, TimeoutError):
                 if time.monotonic() > deadline:

@@ -249,6 +249,7 @@ def test_run_episode_follows_simpler_env_evaluator(bridge_server):
         camera_image = lambda env, obs, camera_name: obs["image"][camera_name]["rgb"]  # noqa: E731
         task = TASKS["PutEggplantInBasket"]
         result = run_bridge.run_episode(env, WidowXPolicy(client), camera_image, task, episode_id=5)
+    assert set(result.pop("seconds")) == {"policy", "env"}
     assert result == {"episode_id": 5, "success": True, "steps": 3, "instruction": "put eggplant into yellow basket",
                       "episode_stats": {"moved": True}}
     assert env.reset_options["obj_init_options"] == {"episode_id": 5}
