@@ -139,6 +139,13 @@ def _eval(args: argparse.Namespace) -> int:
         env = {**os.environ, "DEMOS": str(args.demos), "EPISODES": str(args.episodes), "STEPS": str(args.steps),
                "PORT": str(args.port), "OUT": args.out}
         return subprocess.call(["bash", str(EVAL_DIR / "robosuite" / "run.sh")], env=env)
+    if args.benchmark == "vqa":
+        if not (args.ckpt and args.data):
+            raise SystemExit("starvla eval vqa: --ckpt (a checkpoint file) and --data (a questions.jsonl; "
+                             "python -m eval.vqa.make_set writes a small one) are required")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(EVAL_DIR.parent), os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "eval.vqa.evaluate", "--ckpt", args.ckpt, "--data", args.data, *args.client_args]
+        return subprocess.call(command, env=env)
     if not args.python:
         raise SystemExit(f"starvla eval {args.benchmark}: --python must name the simulator environment's "
                          f"interpreter (the simulator does not install next to this package)")
@@ -213,8 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         "own interpreter against a server you started with `starvla serve`; extra arguments go to the client.\n\n"
         "  starvla eval robosuite --demos 50 --episodes 20\n"
         "  starvla eval simpler_env --python ~/simpler/bin/python --port 10093 -- --tasks PutCarrotOnPlate --episodes 1\n"
-        "  starvla eval robocasa --python ~/robocasa/bin/python -- --episodes 5")
-    evaluate.add_argument("benchmark", choices=["robosuite", *SIM_CLIENTS])
+        "  starvla eval robocasa --python ~/robocasa/bin/python -- --episodes 5\n"
+        "vqa: the checkpoint's Left Brain and the base VLM answer a JSONL question set (preserved general skills):\n"
+        "  starvla eval vqa --ckpt RUN/final_model/pytorch_model.pt --data runs/vqa_set/questions.jsonl")
+    evaluate.add_argument("benchmark", choices=["robosuite", *SIM_CLIENTS, "vqa"])
+    evaluate.add_argument("--ckpt", help="vqa: the checkpoint whose Left Brain answers")
+    evaluate.add_argument("--data", help="vqa: questions.jsonl ({image, question, answers} per line)")
     evaluate.add_argument("--port", type=int, default=10093, help="policy server port")
     evaluate.add_argument("--demos", type=int, default=50, help="robosuite: expert demonstrations to record")
     evaluate.add_argument("--episodes", type=int, default=20, help="robosuite: evaluation episodes")

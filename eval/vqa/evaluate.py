@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from starvla_twinbrain.serving.policy import ServedPolicy
 
-    items = load_questions(args.data)
+    try:
+        items = load_questions(args.data)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"starvla eval vqa: error: {err}") from None
     policy = ServedPolicy.from_checkpoint(args.ckpt, device=args.device)
     base_vlm = str(policy.config.framework.qwenvl.base_vlm)
     left = next(policy.model.left_brain.parameters())

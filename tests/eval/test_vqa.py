@@ -36,6 +36,13 @@ def test_set_answers_follow_the_scene(tmp_path):
         assert height_q["answers"] == ["top" if ys.mean() < 32 else "bottom"]
 
 
+def test_starvla_eval_vqa_needs_ckpt_and_data(capsys):
+    from starvla_twinbrain.cli import main as cli
+
+    with pytest.raises(SystemExit, match="--ckpt .* and --data .* are required"):
+        cli(["eval", "vqa", "--data", "q.jsonl"])
+
+
 def test_bad_question_file_names_the_line(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text('{"image": "x.png", "question": "q", "answers": ["a"]}\n{"image": "x.png", "question": 3}\n')
