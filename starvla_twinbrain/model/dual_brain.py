@@ -15,6 +15,7 @@ Shapes: B batch, L_l / L_r Left / Right tokens (L_r includes appended slots), H 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -163,6 +164,12 @@ class DualBrainBackbone(nn.Module):
             logger.info("TwinBrain joint attention: %s (weights on %s in %s; vision towers: %s)",
                         backend, param.device, param.dtype, stock_backend(backend))
         return self._backend
+
+    def set_attn_implementation(self, requested: str | None) -> None:
+        """Request another joint-attention backend (``None``: the default); it takes effect at the next forward.
+        For A/B checks and benchmarks of one model under several backends."""
+        self.config = dataclasses.replace(self.config, attn_implementation=requested)  # validated there
+        self._backend_for = None
 
     def _use_backend(self, backend: Backend) -> None:
         set_text_attention(self.left_brain, left_implementation(backend))
