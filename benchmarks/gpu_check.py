@@ -440,10 +440,8 @@ def benchmark(mode: Mode, vlm: str) -> dict:
     report = {"vlm": vlm, "batch": mode.bench_batch, "repeats": mode.repeats, "dtype": str(mode.bench_dtype), "rows": {}}
     warmup = mode.warmup
 
-    def train_row(label: str, variants: dict):
-        steps = {name: TrainStep(models[name], batch, mode.device) for name in variants}
-        for name, prepare in variants.items():
-            prepare()
+    def train_row(label: str, names):
+        steps = {name: TrainStep(models[name], batch, mode.device) for name in names}
         times = _timed(steps, mode.repeats, warmup, mode.device)
         for name, step in steps.items():
             row = report["rows"].setdefault(label, {}).setdefault(name, {})
@@ -476,16 +474,16 @@ def benchmark(mode: Mode, vlm: str) -> dict:
         tower.requires_grad_(False)
     twin.backbone.set_attn_implementation("sdpa")
     report["vision_shared_when_frozen"] = twin.backbone.vision_is_shared()
-    train_row("sdpa, vision frozen", {"single": lambda: None, "twin": lambda: None})
+    train_row("sdpa, vision frozen", ["single", "twin"])
     for tower in vision.values():
         tower.requires_grad_(True)
-    train_row("sdpa", {"single": lambda: None, "twin": lambda: None})
+    train_row("sdpa", ["single", "twin"])
     infer_row("sdpa", ["single", "twin"])
     twin.backbone.set_attn_implementation("flex_attention")
     if mode.device == "cpu":
         report.setdefault("notes", []).append("flex_attention train step skipped: FlexAttention has no backward on CPU")
     else:
-        train_row("flex_attention", {"twin": lambda: None})
+        train_row("flex_attention", ["twin"])
     infer_row("flex_attention", ["twin"])
     report["flex_backend"] = twin.backbone.backend
     twin.backbone.set_attn_implementation("sdpa")
@@ -509,7 +507,7 @@ def print_table(result: dict) -> None:
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")
     if not bench:
         return
-    print(f"\n== benchmark: {bench['vlm']} , batch {bench['batch']} (inference: 1), {result['device']} ==")
+    print(f"\n== benchmark: {Path(bench['vlm']).name}, batch {bench['batch']} (inference: 1), {result['device']} ==")
     print(f"{'variant':28}{'model':8}{'step ms':>10}{'samples/s':>11}{'peak GiB':>10}{'chunk ms':>10}")
     for label, row in bench["rows"].items():
         for name, r in row.items():
