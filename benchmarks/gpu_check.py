@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # Import names of what the check runs (package names in parentheses where they differ).
 REQUIRED = {"torch": "torch", "transformers": "transformers", "accelerate": "accelerate", "omegaconf": "omegaconf",
-            "diffusers": "diffusers", "importlib_metadata": "importlib-metadata", "tokenizers": "tokenizers",
+            "diffusers": "diffusers", "tokenizers": "tokenizers",
             "safetensors": "safetensors", "PIL": "pillow", "numpy": "numpy", "tqdm": "tqdm",
             "tensorboard": "tensorboard", "matplotlib": "matplotlib", "packaging": "packaging"}
 

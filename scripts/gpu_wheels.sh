@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-# omegaconf, diffusers and importlib-metadata are pure Python: the py3-none-any wheels serve any platform.
+# omegaconf and diffusers are pure Python: the py3-none-any wheels serve any platform. Their other requirements
+# (PyYAML, filelock, huggingface-hub, regex, requests, safetensors, Pillow) are on that machine; diffusers reads
+# importlib.metadata on Python >= 3.8, so importlib-metadata is not needed.
 "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
   "omegaconf==$("$PYTHON" -c 'import omegaconf; print(omegaconf.__version__)')" \
-  "diffusers==$("$PYTHON" -c 'import diffusers; print(diffusers.__version__)')" \
-  "importlib-metadata==$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("importlib-metadata"))')"
+  "diffusers==$("$PYTHON" -c 'import diffusers; print(diffusers.__version__)')"
 ls -la .whl
