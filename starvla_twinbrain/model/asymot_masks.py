@@ -57,7 +57,8 @@ def joint_mask_mod(left_valid: torch.Tensor, right_valid: torch.Tensor):
     """
     left_valid = _check_padding_mask("left_valid", left_valid)
     right_valid = _check_padding_mask("right_valid", right_valid)
-    l_left = left_valid.shape[1]
+    # A tensor, not an int: the compiled kernel then does not specialise (and recompile) on each Left length.
+    l_left = torch.tensor(left_valid.shape[1], device=left_valid.device)
     key_valid = torch.cat([left_valid, right_valid], dim=1)  # [B, L_l + L_r]
 
     def visible(b, h, q_idx, kv_idx):
