@@ -189,6 +189,7 @@ def attention_agreement(mode: Mode, family: str, vlm: str) -> dict:
     torch.manual_seed(0)
     samples = examples(mode.agreement_batch, mode.image, 4, 7, 7)
     samples[1]["state"] = None  # a sample without state: its slot is masked
+    samples[2]["image"] = samples[2]["image"] * 2  # two images: a longer prompt in both brains
     backbone = DualBrainBackbone(BackboneConfig(base_vlm=vlm, state_dim=7)).to(mode.device, torch.bfloat16).eval()
     report = {"default_backend": backbone.backend}
     backbone.set_attn_implementation("flash_attention_2")
@@ -197,7 +198,7 @@ def attention_agreement(mode: Mode, family: str, vlm: str) -> dict:
                               [s["robot_type"] for s in samples], [s["state"] for s in samples])
     layers = backbone.right_brain.language_model.layers
     watched = [n for n, p in backbone.right_brain.named_parameters() if p.requires_grad and (
-        n.startswith((f"language_model.layers.0.", f"language_model.layers.{len(layers) - 1}.")) or "merger" in n)]
+        n.startswith(("language_model.layers.0.", f"language_model.layers.{len(layers) - 1}.")) or "merger" in n)]
     params = dict(backbone.right_brain.named_parameters())
 
     def run(dtype, with_grad: bool):
