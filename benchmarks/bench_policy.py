@@ -75,15 +75,20 @@ class SingleBrainVLA(nn.Module):
         self.repeats = int(twin.action_model["repeated_diffusion_steps"])
         self.compiled_head = InferenceCompiledDiT() if twin.options.compile_action_head else None
 
+    def _stack(self, examples, key: str) -> torch.Tensor:  # on the model's device, in its dtype
+        param = next(self.vlm.parameters())
+        return torch.from_numpy(np.stack([np.asarray(ex[key], np.float32) for ex in examples])).to(param.device, param.dtype)
+
     def _condition(self, examples):
         _, right = self.prompts([ex["image"] for ex in examples], [ex["lang"] for ex in examples])
+        param = next(self.vlm.parameters())
+        right = right.to(param.device, param.dtype)
         hidden = self.vlm(**right.tensors, use_cache=False).last_hidden_state
-        state = torch.from_numpy(np.stack([np.asarray(ex["state"], np.float32) for ex in examples]))
-        return hidden, right.attention_mask.bool(), state
+        return hidden, right.attention_mask.bool(), self._stack(examples, "state")
 
     def forward(self, examples):
         hidden, mask, state = self._condition(examples)
-        actions = torch.from_numpy(np.stack([np.asarray(ex["action"], np.float32) for ex in examples]))
+        actions = self._stack(examples, "action")
         r = self.repeats
         return {"action_loss": self.action_model(hidden.repeat(r, 1, 1), actions.repeat(r, 1, 1),
                                                  state.repeat(r, 1, 1), encoder_attention_mask=mask.repeat(r, 1))}

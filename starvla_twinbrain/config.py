@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 ConditionMode = Literal["all_tokens", "action_queries"]
 StateInto = Literal["right", "head", "both"]
-AttentionBackend = Literal["eager", "sdpa", "flash_attention_2"]
+AttentionBackend = Literal["eager", "sdpa", "flash_attention_2", "flex_attention"]
 
 LEFT_SYSTEM_PROMPT = "You are a helpful robot brain that can understand images and texts."
 LEFT_USER_PROMPT = "Instruction: {instruction}"

@@ -85,7 +85,7 @@ def _make_tokenizer(vocab_size: int, chat_template: str) -> PreTrainedTokenizerB
 
 
 def _config(family: str, tok: PreTrainedTokenizerBase, hidden_size: int, num_layers: int, num_heads: int,
-            num_kv_heads: int):
+            num_kv_heads: int, text_overrides: dict | None = None, vision_overrides: dict | None = None):
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in (
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
@@ -103,10 +103,13 @@ def _config(family: str, tok: PreTrainedTokenizerBase, hidden_size: int, num_lay
     if family == "qwen2_5_vl":
         text["rope_scaling"] = {"type": "default", "rope_type": "default", "mrope_section": mrope}
         vision.update(patch_size=14, window_size=56, fullatt_block_indexes=[1], tokens_per_second=2)
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
-    text.update(head_dim=head_dim, rope_scaling={"rope_type": "default", "mrope_section": mrope, "mrope_interleaved": True})
-    vision.update(patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
-    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
+    else:
+        text.update(head_dim=head_dim, rope_scaling={"rope_type": "default", "mrope_section": mrope, "mrope_interleaved": True})
+        vision.update(patch_size=16, num_position_embeddings=64, deepstack_visual_indexes=[0, 1])
+    text.update(text_overrides or {})
+    vision.update(vision_overrides or {})
+    config_class = Qwen2_5_VLConfig if family == "qwen2_5_vl" else Qwen3VLConfig
+    return config_class(text_config=text, vision_config=vision, tie_word_embeddings=text["tie_word_embeddings"], **ids)
 
 
 def make_tiny_vlm(
@@ -120,11 +123,18 @@ def make_tiny_vlm(
     num_kv_heads: int = 2,
     vocab_size: int = 512,
     image_size: int = 56,
+    text_overrides: dict | None = None,
+    vision_overrides: dict | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a random tiny checkpoint of ``family`` into ``out_dir``; the same seed gives the same weights.
 
     ``image_size`` is the side the image processor keeps (larger images are scaled down to it): with the default
     56 (Qwen2.5-VL, 14 px patches) or 64 (Qwen3-VL, 16 px patches) an image becomes 4 visual tokens.
+    ``text_overrides`` / ``vision_overrides`` replace entries of the text / vision config (a real model's shape:
+    see ``benchmarks/gpu_check.py``); the tokenizer stays tiny, so token ids stay below its size. ``device`` and
+    ``dtype``: where and in what the random weights are made (a real-size model is made on a GPU in bf16).
     """
     if family not in FAMILIES:
         raise ValueError(f"family={family!r}: expected one of {' | '.join(FAMILIES)}")
@@ -132,11 +142,18 @@ def make_tiny_vlm(
     out.mkdir(parents=True, exist_ok=True)
     template = QWEN2_5_VL_CHAT_TEMPLATE if family == "qwen2_5_vl" else QWEN3_VL_CHAT_TEMPLATE
     tokenizer = _make_tokenizer(vocab_size, template)
-    config = _config(family, tokenizer, hidden_size, num_layers, num_heads, num_kv_heads)
+    config = _config(family, tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, text_overrides,
+                     vision_overrides)
 
-    with torch.random.fork_rng():
+    default_dtype = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
-        model = VLM_CLASSES[family](config)
+        try:
+            torch.set_default_dtype(dtype or default_dtype)  # made in dtype: no full-precision copy first
+            with torch.device(device):
+                model = VLM_CLASSES[family](config)
+        finally:
+            torch.set_default_dtype(default_dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)

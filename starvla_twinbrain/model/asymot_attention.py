@@ -3,7 +3,7 @@
 No decoder code is copied. Each brain keeps the stock Qwen decoder layers; only the function that the stock
 attention module looks up by ``config._attn_implementation`` changes, and only on the text config:
 
-* ``asymot_left_<backend>``: the stock ``<backend>`` function, which also records the layer's K/V (after RoPE and
+* ``asymot_left_<backend>``: the stock function of ``<backend>`` (see :func:`stock_backend`), which also records the layer's K/V (after RoPE and
   Qwen3's q/k norm, before grouped-query repetition) into the :class:`AsyMoTContext` of the current forward.
   Without a context it is exactly the stock function, so the Left Brain stays a plain VLM (chat, ``generate``).
 * ``asymot_right_<backend>``: the Right queries attend over ``[sg(K_L); K_R]`` and ``[sg(V_L); V_R]`` with one
@@ -18,6 +18,7 @@ Shapes: B batch, L_l / L_r Left / Right tokens, n_q / n_kv query / key-value hea
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import warnings
@@ -29,12 +30,12 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .asymot_masks import VarlenIndex, joint_attention_mask, varlen_index
+from .asymot_masks import VarlenIndex, joint_attention_mask, joint_block_mask, varlen_index
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["eager", "sdpa", "flash_attention_2"]
-BACKENDS: tuple[str, ...] = ("eager", "sdpa", "flash_attention_2")
+Backend = Literal["eager", "sdpa", "flash_attention_2", "flex_attention"]
+BACKENDS: tuple[str, ...] = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 CONTEXT_KWARG = "asymot_context"
 
 # A varlen kernel with flash-attn's signature:
@@ -73,6 +74,7 @@ class AsyMoTContext:
         self._mask: torch.Tensor | None = None
         self._grouped: dict[int, torch.Tensor] = {}
         self._varlen: VarlenIndex | None = None
+        self._block_mask = None
 
     def record(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
         # Padding rows of the stock Left can hold anything (even NaN from fully masked queries); a masked key has
@@ -108,6 +110,13 @@ class AsyMoTContext:
         if self._varlen is None:
             self._varlen = varlen_index(self.left_valid, self.right_valid)
         return self._varlen
+
+    @property
+    def block_mask(self):
+        """The FlexAttention ``BlockMask`` of the joint mask: one per forward, shared by all layers."""
+        if self._block_mask is None:
+            self._block_mask = joint_block_mask(self.left_valid, self.right_valid)
+        return self._block_mask
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,6 +218,61 @@ def joint_attention_varlen(
     return full.view(batch, l_right, n_q, head_dim)
 
 
+def joint_attention_flex(
+    query: torch.Tensor,
+    key_left: torch.Tensor,
+    value_left: torch.Tensor,
+    key_right: torch.Tensor,
+    value_right: torch.Tensor,
+    block_mask,
+    scaling: float,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """PyTorch's FlexAttention over ``[K_L; K_R]`` with the joint ``BlockMask`` (:func:`.asymot_masks.joint_block_mask`).
+
+    Blocks that no query may see are skipped, never computed and masked. GQA through ``enable_gqa`` (each K/V head
+    read once). Compiled on GPUs; on CPU the unfused forward runs (inference only: FlexAttention has no CPU backward).
+    """
+    if dropout:
+        raise ValueError(f"the flex_attention joint backend has no attention dropout (got dropout={dropout})")
+    if query.device.type == "cpu" and torch.is_grad_enabled() and (
+        query.requires_grad or key_right.requires_grad or value_right.requires_grad
+    ):
+        raise NotImplementedError(
+            f"framework.qwenvl.attn_implementation='flex_attention': FlexAttention has no backward pass on CPU "
+            f"(torch {torch.__version__}); train on CPU with 'sdpa'. On CPU flex_attention serves inference only."
+        )
+    key = torch.cat([key_left, key_right], dim=2)
+    value = torch.cat([value_left, value_right], dim=2)
+    out = _flex_kernel(query.device.type)(
+        query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
+    )
+    return out.transpose(1, 2).contiguous()
+
+
+def flex_attention_available() -> bool:
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _flex_kernel(device_type: str) -> Callable:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device_type != "cpu":
+        return torch.compile(flex_attention)  # the fused kernel exists only compiled
+
+    def unfused(*args, **kwargs):  # on CPU by choice: compiling costs more than it saves at CPU sizes
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            return flex_attention(*args, **kwargs)
+
+    return unfused
+
+
 def flash_attn_available() -> bool:
     try:
         import flash_attn  # noqa: F401
@@ -228,8 +292,16 @@ def _flash_varlen_kernel() -> VarlenKernel:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def stock_backend(backend: Backend) -> str:
+    """The stock transformers implementation used where no joint attention runs: the Left, the Right on its own,
+    and both vision towers. flex_attention's gain is the joint mask in one kernel; elsewhere sdpa serves (the
+    stock flex path would build and compile a block mask per call for plain causal or vision attention)."""
+    return "sdpa" if backend == "flex_attention" else backend
+
+
 def stock_attention_function(backend: Backend, module: torch.nn.Module) -> Callable:
     """The function the unpatched model would call for ``backend`` (eager lives in each modeling file)."""
+    backend = stock_backend(backend)
     if backend == "eager":
         return sys.modules[type(module).__module__].eager_attention_forward
     return ALL_ATTENTION_FUNCTIONS[backend]
@@ -265,6 +337,8 @@ def _right_attention(backend: Backend) -> Callable:
         if context.backend == "sdpa":
             mask = context.grouped_joint_mask(query.shape[1] // key.shape[1])
             out = joint_attention_sdpa(query, key_left, value_left, key, value, mask, scaling, dropout)
+        elif context.backend == "flex_attention":
+            out = joint_attention_flex(query, key_left, value_left, key, value, context.block_mask, scaling, dropout)
         else:
             out = joint_attention_varlen(query, key_left, value_left, key, value, context.varlen, scaling, dropout)
         return out, None
@@ -284,7 +358,7 @@ def right_implementation(backend: Backend) -> str:
 def register_asymot_attention() -> None:
     """Register the Left/Right functions and their mask builders (the stock ones) for every backend. Idempotent."""
     for backend in BACKENDS:
-        mask_builder = ALL_MASK_ATTENTION_FUNCTIONS[backend]
+        mask_builder = ALL_MASK_ATTENTION_FUNCTIONS[stock_backend(backend)]
         for name, make in ((left_implementation(backend), _left_attention), (right_implementation(backend), _right_attention)):
             if name not in ALL_ATTENTION_FUNCTIONS:
                 AttentionInterface.register(name, make(backend))
@@ -292,30 +366,52 @@ def register_asymot_attention() -> None:
             AttentionMaskInterface.register(name, mask_builder)
 
 
-def resolve_backend(requested: str | None, device: torch.device | str, dtype: torch.dtype | None = None) -> Backend:
-    """Pick the joint-attention backend; a requested but unusable flash-attn falls back to sdpa with one warning.
+def default_backend(device: torch.device | str, dtype: torch.dtype | None = None) -> Backend:
+    """flash_attention_2 on a CUDA device with flash-attn and fp16/bf16 weights, else sdpa.
 
-    ``None`` means the default: flash_attention_2 on a GPU where flash-attn is installed, else sdpa.
+    flex_attention is not the default on CUDA until the GPU check (scripts/gpu_check.sh) has shown it faster than
+    sdpa there; it is chosen only when requested.
+    """
+    return "flash_attention_2" if unusable_reason("flash_attention_2", device, dtype) is None else "sdpa"
+
+
+def unusable_reason(backend: Backend, device: torch.device | str, dtype: torch.dtype | None = None) -> str | None:
+    """Why ``backend`` cannot run on ``device`` with ``dtype`` weights, or None when it can."""
+    device = torch.device(device)
+    if backend == "flash_attention_2":
+        if not flash_attn_available():
+            return "flash-attn is not installed or no CUDA device is present"
+        if device.type != "cuda":
+            return f"flash-attn runs on CUDA devices only, the model is on {device.type}"
+        if dtype not in (None, torch.float16, torch.bfloat16):
+            return f"flash-attn needs fp16/bf16 weights, got {dtype}"
+    if backend == "flex_attention":
+        if not flex_attention_available():
+            return f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
+        if device.type not in ("cuda", "cpu", "xpu"):
+            return f"FlexAttention does not run on {device.type}"
+    return None
+
+
+def resolve_backend(requested: str | None, device: torch.device | str, dtype: torch.dtype | None = None) -> Backend:
+    """The joint-attention backend for a model whose parameters are on ``device`` in ``dtype``.
+
+    ``None`` means :func:`default_backend`. A requested backend that cannot run there falls back to the default,
+    with one warning naming the reason.
     """
     if requested is not None and requested not in BACKENDS:
         raise ValueError(
             f"framework.qwenvl.attn_implementation={requested!r}: expected one of {' | '.join(BACKENDS)}"
         )
-    device = torch.device(device)
-    flash_ok = flash_attn_available() and device.type == "cuda"
+    default = default_backend(device, dtype)
     if requested is None:
-        return "flash_attention_2" if flash_ok and dtype in (torch.float16, torch.bfloat16) else "sdpa"
-    if requested == "flash_attention_2":
-        reason = None
-        if not flash_ok:
-            reason = "flash-attn is not installed or no CUDA device is in use"
-        elif dtype not in (None, torch.float16, torch.bfloat16):
-            reason = f"flash-attn needs fp16/bf16 weights, got {dtype}"
-        if reason:
-            message = f"framework.qwenvl.attn_implementation='flash_attention_2' unavailable ({reason}); using 'sdpa'"
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            logger.warning(message)
-            return "sdpa"
+        return default
+    reason = unusable_reason(requested, device, dtype)  # type: ignore[arg-type]
+    if reason:
+        message = f"framework.qwenvl.attn_implementation={requested!r} unavailable ({reason}); using {default!r}"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        logger.warning(message)
+        return default
     return requested  # type: ignore[return-value]
 
 

@@ -49,6 +49,34 @@ def joint_attention_mask(left_valid: torch.Tensor, right_valid: torch.Tensor) ->
     return torch.cat([left_part, right_part], dim=-1)[:, None]
 
 
+def joint_mask_mod(left_valid: torch.Tensor, right_valid: torch.Tensor):
+    """The joint mask as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool`` over ``[K_L; K_R]``.
+
+    The same rule as :func:`joint_attention_mask`: key ``kv`` is visible to Right query ``q`` when it is valid and
+    is a Left key or a Right key at or before ``q``; a query always sees itself.
+    """
+    left_valid = _check_padding_mask("left_valid", left_valid)
+    right_valid = _check_padding_mask("right_valid", right_valid)
+    # A tensor, not an int: the compiled kernel then does not specialise (and recompile) on each Left length.
+    l_left = torch.tensor(left_valid.shape[1], device=left_valid.device)
+    key_valid = torch.cat([left_valid, right_valid], dim=1)  # [B, L_l + L_r]
+
+    def visible(b, h, q_idx, kv_idx):
+        right_pos = kv_idx - l_left  # negative for Left keys
+        return (key_valid[b, kv_idx] & (right_pos <= q_idx)) | (right_pos == q_idx)
+
+    return visible
+
+
+def joint_block_mask(left_valid: torch.Tensor, right_valid: torch.Tensor):
+    """The FlexAttention ``BlockMask`` of :func:`joint_mask_mod` (heads share it), on the masks' device."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    batch, l_right = right_valid.shape
+    return create_block_mask(joint_mask_mod(left_valid, right_valid), batch, None, l_right,
+                             left_valid.shape[1] + l_right, device=right_valid.device)
+
+
 @dataclass(frozen=True)
 class VarlenIndex:
     """Packing of the valid tokens for varlen (flash-attn) kernels.

@@ -15,6 +15,7 @@ Shapes: B batch, L_l / L_r Left / Right tokens (L_r includes appended slots), H 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -25,10 +26,12 @@ from torch import nn
 from ..config import BackboneConfig
 from .asymot_attention import (
     AsyMoTContext,
+    Backend,
     LeftKeysValuesComplete,
     left_implementation,
     resolve_backend,
     right_implementation,
+    stock_backend,
 )
 from .processing import family_of, load_processor
 from .prompts import MAX_PROMPT_KEY, BrainInputs, PromptBuilder, to_pil
@@ -37,6 +40,7 @@ from .qwen_compat import (
     load_vlm,
     rope_position_ids,
     set_text_attention,
+    set_vision_attention,
     text_hidden_size,
     vlm_core,
 )
@@ -101,19 +105,19 @@ class DualBrainBackbone(nn.Module):
     without LM head: ``right_brain.visual``, ``right_brain.language_model``), ``state_encoder``, ``action_queries``.
     """
 
-    def __init__(self, config: BackboneConfig, dtype: torch.dtype | None = None, device: torch.device | str = "cpu"):
+    def __init__(self, config: BackboneConfig, dtype: torch.dtype | None = None):
         super().__init__()
         self.config = config
         self.family = family_of(config.base_vlm)
-        self.backend = resolve_backend(config.attn_implementation, device, dtype)
         self.processor = load_processor(config.base_vlm)
         self.prompt_builder = PromptBuilder(self.processor, config.prompts, config.max_prompt_tokens,
                                             config.max_images_per_example)
 
-        left = load_vlm(config.base_vlm, self.family, self.backend, dtype)
-        right = load_vlm(config.base_vlm, self.family, self.backend, dtype)
-        set_text_attention(left, left_implementation(self.backend))
-        set_text_attention(right, right_implementation(self.backend))
+        # Loaded with a backend that runs anywhere; the real one is chosen for the device and dtype the weights
+        # have when the model runs (hosts move it after construction): see `backend`.
+        loading = "eager" if config.attn_implementation == "eager" else "sdpa"
+        left = load_vlm(config.base_vlm, self.family, loading, dtype)
+        right = load_vlm(config.base_vlm, self.family, loading, dtype)
         left.requires_grad_(False)
         self.left_brain = left.eval()
         self.right_brain = vlm_core(right)  # the Right never produces text: its LM head is dropped
@@ -122,6 +126,9 @@ class DualBrainBackbone(nn.Module):
         if config.gradient_checkpointing:  # the AsyMoT context is a call keyword, so recomputation sees it too
             enable_activation_checkpointing(self.right_brain)
 
+        self._backend: Backend = loading
+        self._backend_for: tuple[torch.device, torch.dtype] | None = None  # (device, dtype) it was resolved for
+        self._use_backend(loading)
         self.hidden_size = text_hidden_size(left)
         self.num_text_layers = len(vlm_core(left).language_model.layers)
         self._vision_check: tuple[tuple, bool] = ((), False)  # (parameter versions, towers identical)
@@ -143,7 +150,38 @@ class DualBrainBackbone(nn.Module):
         self._slot_token_id = self.processor.tokenizer.pad_token_id
         if self._slot_token_id is None:
             raise ValueError(f"framework.qwenvl.base_vlm={config.base_vlm!r}: the tokenizer has no pad token")
-        logger.info("TwinBrain backbone: %s from %s, joint attention backend %s", self.family, config.base_vlm, self.backend)
+        logger.info("TwinBrain backbone: %s from %s", self.family, config.base_vlm)
+
+    # ------------------------------------------------------------------ attention backend
+    @property
+    def backend(self) -> Backend:
+        """The joint-attention backend for the device and dtype the weights have now.
+
+        Resolved (and logged) once per change of device or dtype, so a model built on CPU and moved to a GPU by its
+        host (starVLA, accelerate) gets the GPU's backend at its first forward. Cheap: one parameter is looked at.
+        """
+        param = next(self.right_brain.parameters())
+        placement = (param.device, param.dtype)
+        if placement != self._backend_for:
+            backend = resolve_backend(self.config.attn_implementation, param.device, param.dtype)
+            self._use_backend(backend)
+            self._backend_for = placement
+            logger.info("TwinBrain joint attention: %s (weights on %s in %s; vision towers: %s)",
+                        backend, param.device, param.dtype, stock_backend(backend))
+        return self._backend
+
+    def set_attn_implementation(self, requested: str | None) -> None:
+        """Request another joint-attention backend (``None``: the default); it takes effect at the next forward.
+        For A/B checks and benchmarks of one model under several backends."""
+        self.config = dataclasses.replace(self.config, attn_implementation=requested)  # validated there
+        self._backend_for = None
+
+    def _use_backend(self, backend: Backend) -> None:
+        set_text_attention(self.left_brain, left_implementation(backend))
+        set_text_attention(self.right_brain, right_implementation(backend))
+        for vlm in (self.left_brain, self.right_brain):  # Left and Right share no config object
+            set_vision_attention(vlm, stock_backend(backend))
+        self._backend = backend
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "DualBrainBackbone":
@@ -267,6 +305,7 @@ class DualBrainBackbone(nn.Module):
     # ------------------------------------------------------------------ the preserved generalist
     def chat(self, images: Sequence, question: str, max_new_tokens: int = 64, **generate_kwargs) -> str:
         """Answer a question about images with the Left Brain: the unmodified base VLM, greedy by default."""
+        _ = self.backend  # the stock Left answers, with the vision backend for the weights' device and dtype
         return vlm_chat(self.left_brain, self.processor, images, question, max_new_tokens, self.prompt_builder,
                         **generate_kwargs)
 

@@ -32,6 +32,11 @@ def set_text_attention(vlm: PreTrainedModel, implementation: str) -> None:
     vlm.config.text_config._attn_implementation = implementation
 
 
+def set_vision_attention(vlm: PreTrainedModel, implementation: str) -> None:
+    """Point the vision tower at a stock attention implementation; like the text config, read at every call."""
+    vlm.config.vision_config._attn_implementation = implementation
+
+
 def vlm_core(vlm: PreTrainedModel) -> PreTrainedModel:
     """The ``Qwen*VLModel`` inside ``*ForConditionalGeneration``: vision tower + text decoder, no LM head."""
     return vlm.model

@@ -5,13 +5,15 @@ import warnings
 import pytest
 import torch
 
+from starvla_twinbrain.model import asymot_attention
 from starvla_twinbrain.model.asymot_attention import (
     joint_attention_eager,
+    joint_attention_flex,
     joint_attention_sdpa,
     joint_attention_varlen,
     resolve_backend,
 )
-from starvla_twinbrain.model.asymot_masks import joint_attention_mask, varlen_index
+from starvla_twinbrain.model.asymot_masks import joint_attention_mask, joint_block_mask, joint_mask_mod, varlen_index
 
 FP32_TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -126,6 +128,52 @@ def test_kernels_match_reference_outputs_and_gradients(kernel):
         torch.testing.assert_close(got.grad.double(), want.grad, **FP32_TOL, msg=f"gradient of {name}")
 
 
+def test_flex_mask_mod_is_the_joint_mask():
+    """The FlexAttention mask_mod, evaluated at every (query, key), is exactly the boolean joint mask."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    *_, left_valid, right_valid = make_case()
+    batch, l_right = right_valid.shape
+    dense = create_mask(joint_mask_mod(left_valid, right_valid), batch, 1, l_right, left_valid.shape[1] + l_right,
+                        device="cpu")
+    assert torch.equal(dense, joint_attention_mask(left_valid, right_valid))
+
+
+@pytest.mark.parametrize("n_kv", [2, 4], ids=["gqa", "mha"])
+def test_flex_matches_reference_outputs(n_kv):
+    """Values and inference on CPU (FlexAttention has no CPU backward; the GPU test and gpu_check cover gradients)."""
+    q, k_l, v_l, k_r, v_r, left_valid, right_valid = make_case(n_kv=n_kv)
+    scaling = q.shape[-1] ** -0.5
+    out = joint_attention_flex(q, k_l, v_l, k_r, v_r, joint_block_mask(left_valid, right_valid), scaling)
+    ref = reference_joint_attention(q, k_l, v_l, k_r, v_r, left_valid, right_valid, scaling)
+    valid = right_valid[:, :, None, None].expand_as(out)
+    torch.testing.assert_close(out[valid].double(), ref[valid], **FP32_TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's backward runs on GPUs only (none here)")
+def test_flex_gradients_match_reference_on_gpu():
+    q, k_l, v_l, k_r, v_r, left_valid, right_valid = make_case(d=64)
+    scaling = q.shape[-1] ** -0.5
+    cuda = [t.cuda().requires_grad_(True) for t in (q, k_l, v_l, k_r, v_r)]
+    out = joint_attention_flex(*cuda, joint_block_mask(left_valid.cuda(), right_valid.cuda()), scaling)
+    ref_inputs = [t.detach().double().requires_grad_(True) for t in (q, k_l, v_l, k_r, v_r)]
+    ref = reference_joint_attention(*ref_inputs, left_valid, right_valid, scaling)
+    valid = right_valid[:, :, None, None].expand_as(ref)
+    weights = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (out.cpu().double()[valid] * weights[valid]).sum().backward()
+    (ref[valid] * weights[valid]).sum().backward()
+    torch.testing.assert_close(out.detach().cpu().double()[valid], ref[valid], rtol=1e-4, atol=1e-4)
+    for name, got, want in zip(["q", "k_l", "v_l", "k_r", "v_r"], cuda, ref_inputs):
+        torch.testing.assert_close(got.grad.cpu().double(), want.grad, rtol=1e-4, atol=1e-4, msg=f"gradient of {name}")
+
+
+def test_flex_refuses_training_on_cpu_naming_the_key():
+    q, k_l, v_l, k_r, v_r, left_valid, right_valid = make_case()
+    with pytest.raises(NotImplementedError, match=r"attn_implementation='flex_attention'.*no backward pass on CPU.*'sdpa'"):
+        joint_attention_flex(q.requires_grad_(True), k_l, v_l, k_r, v_r, joint_block_mask(left_valid, right_valid), 1.0)
+
+
 def test_left_padding_is_never_visible():
     q, k_l, v_l, k_r, v_r, left_valid, right_valid = make_case()
     mask = joint_attention_mask(left_valid, right_valid)
@@ -164,11 +212,30 @@ def test_left_keys_change_the_output():
 
 
 def test_resolve_backend():
-    with pytest.raises(ValueError, match=r"framework\.qwenvl\.attn_implementation='sdpa2'.*eager \| sdpa \| flash_attention_2"):
+    with pytest.raises(ValueError, match=r"framework\.qwenvl\.attn_implementation='sdpa2'.*eager \| sdpa \| flash_attention_2 \| flex_attention"):
         resolve_backend("sdpa2", "cpu")
     assert resolve_backend(None, "cpu") == "sdpa"
     assert resolve_backend("eager", "cpu") == "eager"
+    assert resolve_backend("flex_attention", "cpu", torch.float32) == "flex_attention"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_backend("flash_attention_2", "cpu") == "sdpa"
     assert len(caught) == 1 and "using 'sdpa'" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("flash_installed", [False, True])
+def test_resolve_backend_on_cuda(monkeypatch, flash_installed):
+    """The policy for a CUDA device (only the device's name is needed): flash-attn where installed and the weights
+    are fp16/bf16; without it sdpa stays the default (flex only when requested), and a flash request falls back
+    with one warning."""
+    monkeypatch.setattr(asymot_attention, "flash_attn_available", lambda: flash_installed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_backend(None, "cuda", torch.bfloat16) == ("flash_attention_2" if flash_installed else "sdpa")
+        assert resolve_backend("flex_attention", "cuda", torch.bfloat16) == "flex_attention"
+        assert resolve_backend("flash_attention_2", "cuda", torch.bfloat16) == ("flash_attention_2" if flash_installed else "sdpa")
+        assert resolve_backend("flash_attention_2", "cuda", torch.float32) == "sdpa"
+    reasons = [str(w.message) for w in caught]
+    assert len(reasons) == (1 if flash_installed else 2), reasons
+    assert all("using 'sdpa'" in reason for reason in reasons)
+    assert all(("fp16/bf16" if flash_installed else "flash-attn is not installed") in reason for reason in reasons)

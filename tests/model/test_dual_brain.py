@@ -70,7 +70,7 @@ def test_chat_is_the_base_vlm(tiny_vlm, stock):
     assert answer == proc.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)[0]
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "flex_attention"])
 def test_right_with_left_masked_out_equals_stock(tiny_vlm, stock, backend):
     backbone = build(tiny_vlm, attn_implementation=backend)
     inputs = prepare(backbone, SAMPLES)
@@ -118,15 +118,60 @@ def test_left_stops_after_its_last_keys_values(tiny_vlm):
     assert torch.equal(got.hidden_states, full.hidden_states)
 
 
-def test_backends_agree(tiny_vlm):
+@pytest.mark.parametrize("backend", ["sdpa", "flex_attention"])
+def test_backends_agree(tiny_vlm, backend):
+    """Whole-model inference against the eager reference (flex: forward only on CPU, see test_asymot_attention)."""
     outs = {}
-    for backend in ("eager", "sdpa"):
-        backbone = build(tiny_vlm, attn_implementation=backend, state_dim=STATE_DIM)
+    for name in ("eager", backend):
+        backbone = build(tiny_vlm, attn_implementation=name, state_dim=STATE_DIM)
         with torch.no_grad():
-            outs[backend] = backbone(prepare(backbone, SAMPLES))
-    assert torch.equal(outs["eager"].attention_mask, outs["sdpa"].attention_mask)
+            outs[name] = backbone(prepare(backbone, SAMPLES))
+        assert backbone.backend == name
+    assert torch.equal(outs["eager"].attention_mask, outs[backend].attention_mask)
     mask = outs["eager"].attention_mask
-    torch.testing.assert_close(outs["eager"].hidden_states[mask], outs["sdpa"].hidden_states[mask], **TOL)
+    torch.testing.assert_close(outs["eager"].hidden_states[mask], outs[backend].hidden_states[mask], **TOL)
+
+
+def test_backend_follows_the_weights_device_and_dtype(tiny_vlm, monkeypatch, caplog):
+    """Hosts build the model on CPU and move it (starVLA, accelerate): the backend is chosen for where the weights
+    are when it runs. A stand-in policy picks eager for float64 weights (as the real one picks flash-attn for a GPU
+    in bf16); after the cast the model runs eager, in text and vision, exactly like a model built eager."""
+    from starvla_twinbrain.model import dual_brain
+
+    real = dual_brain.resolve_backend
+    monkeypatch.setattr(dual_brain, "resolve_backend",
+                        lambda requested, device, dtype: "eager" if dtype == torch.float64 else real(requested, device, dtype))
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    inputs = prepare(backbone, SAMPLES)
+    with caplog.at_level("INFO", logger=dual_brain.__name__):
+        with torch.no_grad():
+            backbone(inputs)
+            backbone(inputs)
+        assert backbone.backend == "sdpa"
+        backbone.to(torch.float64)
+        with torch.no_grad():
+            got = backbone(inputs.to("cpu", torch.float64))
+    assert backbone.backend == "eager"
+    for vlm in (backbone.left_brain, backbone.right_brain):
+        assert vlm.config.vision_config._attn_implementation == "eager"
+    assert backbone.left_brain.config.text_config._attn_implementation == "asymot_left_eager"
+    assert backbone.right_brain.config.text_config._attn_implementation == "asymot_right_eager"
+    choices = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TwinBrain joint attention")]
+    assert len(choices) == 2 and "sdpa" in choices[0] and "eager" in choices[1] and "torch.float64" in choices[1], choices
+
+    monkeypatch.undo()
+    reference = build(tiny_vlm, state_dim=STATE_DIM, attn_implementation="eager").to(torch.float64)
+    with torch.no_grad():
+        want = reference(inputs.to("cpu", torch.float64))
+    assert torch.equal(got.hidden_states, want.hidden_states)
+
+
+def test_flex_training_on_cpu_is_refused(tiny_vlm):
+    backbone = build(tiny_vlm, attn_implementation="flex_attention")
+    out = None
+    with pytest.raises(NotImplementedError, match=r"attn_implementation='flex_attention'.*no backward pass on CPU"):
+        out = backbone(prepare(backbone, SAMPLES[:1]))
+    assert out is None
 
 
 def test_batch_invariance(tiny_vlm):
