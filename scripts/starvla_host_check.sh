@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # The plugin path against a real starVLA checkout, on CPU (CI cannot install starVLA):
-#   STARVLA_DIR=/path/to/starVLA STARVLA_PY=/path/to/venv/bin/python bash scripts/starvla_host_check.sh [WORK]
+#   STARVLA_DIR=/path/to/starVLA STARVLA_PY=/path/to/venv/bin/python [STEPS=20] bash scripts/starvla_host_check.sh [WORK]
 # STARVLA_PY: a Python with starVLA's requirements and this package installed (see ../README.md "starVLA").
-# It runs tests/host, trains a tiny TwinBrain for 20 steps through starVLA's own train_starvla.py (accelerate +
-# DeepSpeed ZeRO-2) on a dataset made by `starvla make-dataset`, loads the result with the embedded runtime, serves
-# it with starVLA's policy server and sends one request with starVLA's websocket client.
+# It runs tests/host; then starVLA's own commands, unmodified and without this package's launchers (the installed
+# autoload hook registers TwinBrain): `accelerate launch ... starVLA/training/train_starvla.py` trains a tiny
+# TwinBrain for STEPS steps (DeepSpeed ZeRO-2) with this repo's tiny config and with a stock-style one (no state,
+# starVLA's stock learning-rate keys), on a dataset made by `starvla make-dataset`, and starVLA's
+# `deployment/model_server/server_policy.py` serves each run to starVLA's websocket client. Then the same through
+# this package's launchers (`starvla train`, `python -m starvla_twinbrain.starvla_host serve`, `starvla serve`),
+# and the starVLA-trained checkpoint loads in the embedded runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 : "${STARVLA_DIR:?set STARVLA_DIR to a starVLA checkout}" "${STARVLA_PY:?set STARVLA_PY to its Python}"
 WORK=$(realpath -m "${1:-runs/starvla_host_check}")
 export PYTHONPATH="$STARVLA_DIR${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled HF_HUB_OFFLINE=1
+STEPS=${STEPS:-20}
+TRAIN_ARGS=(--trainer.max_train_steps "$STEPS" --trainer.save_interval $((STEPS / 2)) --trainer.eval_interval $((STEPS / 2)))
 mkdir -p "$WORK"
 
 echo "== tests/host against $STARVLA_DIR"
@@ -23,9 +29,32 @@ sed -e "s#base_vlm: runs/models/tiny-Qwen2.5-VL#base_vlm: $WORK/models/tiny-Qwen
     -e "s#data_root_dir: runs/data#data_root_dir: $WORK/data#" -e "s#run_root_dir: runs#run_root_dir: $WORK#" \
     configs/tiny_cpu.yaml > "$WORK/tiny.yaml"
 
-echo "== starvla train (starVLA mode) from the starVLA checkout"
+# starVLA's Bridge-style YAMLs: no state, learning rates for base / qwen_vl_interface / action_model, nothing frozen.
+"$STARVLA_PY" - "$WORK/tiny.yaml" "$WORK/stock.yaml" <<'PY'
+import sys
+from omegaconf import OmegaConf
+cfg = OmegaConf.load(sys.argv[1])
+cfg.datasets.vla_data.include_state = False
+cfg.trainer.learning_rate = {"base": 1.0e-4, "qwen_vl_interface": 1.0e-4, "action_model": 1.0e-3}
+del cfg.trainer["freeze_modules"]
+OmegaConf.save(cfg, sys.argv[2])
+PY
+
+ACCELERATE="$(dirname "$STARVLA_PY")/accelerate"
+for config in tiny stock; do
+  echo "== starVLA's own train_starvla.py, unmodified, no launcher: $config.yaml"
+  (cd "$STARVLA_DIR" && COLUMNS=250 "$ACCELERATE" launch --config_file starVLA/config/deepseeds/deepspeed_zero2.yaml --num_processes 1 \
+      starVLA/training/train_starvla.py --config_yaml "$WORK/$config.yaml" --run_id "starvla_cmd_$config" "${TRAIN_ARGS[@]}" \
+      --trainer.logging_frequency 1) 2>&1 | tee "$WORK/train_starvla_$config.log"
+  echo "action_dit_loss, first and last logged step:" \
+      $(grep -o "'action_dit_loss': [0-9.e+-]*" "$WORK/train_starvla_$config.log" | sed -n '1p;$p' | cut -d' ' -f2)
+  grep -Eq "freeze_modules: .*left_brain" "$WORK/starvla_cmd_$config/config.yaml" \
+    || { echo "starvla_cmd_$config/config.yaml: trainer.freeze_modules does not name left_brain"; exit 1; }
+done
+
+echo "== starvla train (starVLA mode, this package's launcher) from the starVLA checkout"
 (cd "$STARVLA_DIR" && "$STARVLA_PY" -m starvla_twinbrain.cli train --framework twinbrain --config "$WORK/tiny.yaml" \
-    trainer.max_train_steps=20 trainer.save_interval=10 trainer.eval_interval=10 run_id=starvla_mode)
+    trainer.max_train_steps=$STEPS trainer.save_interval=$((STEPS / 2)) trainer.eval_interval=$((STEPS / 2)) run_id=starvla_mode)
 CKPT="$WORK/starvla_mode/final_model/pytorch_model.pt"
 
 echo "== the starVLA-trained checkpoint in the embedded runtime (.venv, no starVLA)"
@@ -33,12 +62,14 @@ PYTHONPATH= .venv/bin/python -c "
 from starvla_twinbrain.runtime.checkpoint import load_framework
 m = load_framework('$CKPT'); print('embedded load ok:', type(m.action_model).__name__, list(m.norm_stats))"
 
-echo "== starVLA's policy server + its websocket client"
-(cd "$STARVLA_DIR" && exec "$STARVLA_PY" -m starvla_twinbrain.starvla_host serve --ckpt_path "$CKPT" --port 10093) \
-    > "$WORK/serve.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-ask() {  # ask PORT: one request with starVLA's own websocket client
+SERVERS=()
+trap 'kill "${SERVERS[@]}" 2>/dev/null || true' EXIT
+serve() {  # serve PORT LOG COMMAND...: start a server from the starVLA checkout
+  local port=$1 log=$2; shift 2
+  (cd "$STARVLA_DIR" && exec "$@") > "$log" 2>&1 &
+  SERVERS+=($!)
+}
+ask() {  # ask PORT: one request with starVLA's own websocket client (it waits for the server to come up)
   (cd "$STARVLA_DIR" && PORT=$1 "$STARVLA_PY" - <<'PY'
 import os
 import numpy as np
@@ -54,12 +85,21 @@ client.close()
 PY
   )
 }
+
+port=10095
+for config in tiny stock; do
+  echo "== starVLA's own server_policy.py, unmodified, no launcher, serving starvla_cmd_$config + its websocket client"
+  serve $port "$WORK/server_policy_$config.log" \
+      "$STARVLA_PY" deployment/model_server/server_policy.py --ckpt_path "$WORK/starvla_cmd_$config/final_model/pytorch_model.pt" --port $port
+  ask $port
+  port=$((port + 1))
+done
+
+echo "== starVLA's policy server through this package's launcher + its websocket client"
+serve 10093 "$WORK/serve.log" "$STARVLA_PY" -m starvla_twinbrain.starvla_host serve --ckpt_path "$CKPT" --port 10093
 ask 10093
 
 echo "== starvla serve (this package's server, starVLA importable) + starVLA's websocket client"
-(cd "$STARVLA_DIR" && exec "$STARVLA_PY" -m starvla_twinbrain.cli serve --ckpt "$CKPT" --host 127.0.0.1 --port 10094) \
-    > "$WORK/starvla_serve.log" 2>&1 &
-SERVER2=$!
-trap 'kill $SERVER $SERVER2 2>/dev/null || true' EXIT
+serve 10094 "$WORK/starvla_serve.log" "$STARVLA_PY" -m starvla_twinbrain.cli serve --ckpt "$CKPT" --host 127.0.0.1 --port 10094
 ask 10094
 echo "starVLA host check: OK"

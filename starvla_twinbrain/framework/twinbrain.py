@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TwinBrainConfig
+from ..config import TwinBrainConfig, config_select, config_set
 from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
 from ..model.state_encoder import stack_states
@@ -46,8 +46,6 @@ def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -
     drawn by starVLA's head as Beta(1, 1) (the built-in head draws it the same way)."""
     from omegaconf import OmegaConf
 
-    from ..config import config_select, config_set
-
     action_model = config_select(config, "framework.action_model")
     if config_select(action_model, "diffusion_model_cfg") is None:
         config_set(action_model, "diffusion_model_cfg", {})
@@ -63,6 +61,25 @@ def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -
         return starvla_action_model(OmegaConf.create({"framework": {"action_model": section}}))
     section.update(section.pop("diffusion_model_cfg"))
     return FlowMatchingActionHead(ActionHeadConfig.from_section(section))
+
+
+def declare_left_frozen(config) -> None:
+    """Add ``left_brain`` to the run's ``trainer.freeze_modules`` (kept when already there; no ``trainer``: no-op).
+
+    starVLA's trainer builds its optimizer groups from ``trainer.learning_rate`` and ``trainer.freeze_modules`` without
+    looking at ``requires_grad``. With a stock config (no state encoder; rates for base / qwen_vl_interface /
+    action_model) the frozen Left alone would fill the ``base`` group, which DeepSpeed ZeRO empties of frozen
+    parameters and then fails on (``torch.cat(): expected a non-empty list of Tensors``)."""
+    trainer = config_select(config, "trainer")
+    if trainer is None:
+        return
+    spec = config_select(trainer, "freeze_modules", "")
+    if not isinstance(spec, str):
+        raise ValueError(f"trainer.freeze_modules={spec!r}: expected a comma-separated string of attribute paths, "
+                         "e.g. \"right_brain.visual,action_model\"")
+    paths = [path.strip() for path in spec.split(",") if path.strip()]
+    if "left_brain" not in paths:
+        config_set(trainer, "freeze_modules", ",".join([*paths, "left_brain"]))
 
 
 class InferenceCompiledDiT:
@@ -101,6 +118,7 @@ class TwinBrain(BaseFramework):
         super().__init__()
         self.twin = TwinBrainConfig.from_omegaconf(config)
         self.twin.write_back(config)
+        declare_left_frozen(config)
         self.config = config
         backbone = DualBrainBackbone(self.twin.backbone, dtype=_default_dtype())
         # The backbone's modules are registered here, at the top level, under the names users type; the backbone

@@ -70,6 +70,68 @@ def test_submodule_paths(model):
     assert not any(k.startswith("backbone.") for k in model.state_dict())
 
 
+def stock_config(base_vlm: str):
+    """A starVLA Bridge-style YAML: no state, the stock learning-rate keys, nothing frozen by the user."""
+    cfg = make_config(base_vlm)
+    cfg.datasets.vla_data.include_state = False
+    cfg.trainer.learning_rate = {"base": 1.0e-5, "qwen_vl_interface": 1.0e-5, "action_model": 1.0e-4}
+    cfg.trainer.freeze_modules = ""
+    return cfg
+
+
+def host_param_groups(model, cfg) -> dict[str, list]:
+    """The groups starVLA's trainer builds (its documented rule, not its code): each ``trainer.learning_rate`` path
+    gets its module's parameters minus those under ``trainer.freeze_modules``; all other non-frozen parameters go
+    to ``base``, whatever their ``requires_grad``."""
+    frozen = {id(p) for path in cfg.trainer.freeze_modules.split(",") if path.strip()
+              for p in model.get_submodule(path.strip()).parameters()}
+    groups, used = {}, set(frozen)
+    for path in (k for k in cfg.trainer.learning_rate if k != "base"):
+        params = [p for p in getattr(model, path).parameters() if id(p) not in used]
+        groups[path] = params
+        used |= {id(p) for p in params}
+    groups["base"] = [p for p in model.parameters() if id(p) not in used]
+    return {name: params for name, params in groups.items() if params}
+
+
+def test_stock_config_host_groups_hold_only_trainable_parameters(tiny_vlm):
+    # Without the Left in trainer.freeze_modules, 'base' would hold the frozen Left alone, and DeepSpeed ZeRO, which
+    # drops frozen parameters, fails on the empty group (torch.cat(): expected a non-empty list of Tensors).
+    cfg = stock_config(tiny_vlm)
+    torch.manual_seed(0)
+    model = TwinBrain(cfg)
+    assert cfg.trainer.freeze_modules == "left_brain"
+    groups = host_param_groups(model, cfg)
+    assert all(p.requires_grad for params in groups.values() for p in params)
+    in_groups = sorted(id(p) for params in groups.values() for p in params)
+    assert in_groups == sorted(id(p) for p in model.parameters() if p.requires_grad)  # each trainable one, once
+    assert sum(p.numel() for params in groups.values() for p in params) == sum(
+        p.numel() for n, p in model.named_parameters() if not n.startswith("left_brain."))
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("", "left_brain"),
+    (None, "left_brain"),
+    ("right_brain.visual", "right_brain.visual,left_brain"),
+    (" left_brain , action_model", " left_brain , action_model"),  # already there: left as written
+])
+def test_left_brain_added_to_freeze_modules(spec, expected):
+    from starvla_twinbrain.framework.twinbrain import declare_left_frozen
+
+    cfg = OmegaConf.create({"trainer": {"freeze_modules": spec}})
+    declare_left_frozen(cfg)
+    declare_left_frozen(cfg)  # idempotent
+    assert cfg.trainer.freeze_modules == expected
+
+
+def test_freeze_modules_of_the_wrong_type_is_refused():
+    from starvla_twinbrain.framework.twinbrain import declare_left_frozen
+
+    declare_left_frozen(OmegaConf.create({"framework": {}}))  # no trainer section (a served run): nothing to do
+    with pytest.raises(ValueError, match=r"trainer\.freeze_modules=\['right_brain'\]: expected a comma-separated string"):
+        declare_left_frozen(OmegaConf.create({"trainer": {"freeze_modules": ["right_brain"]}}))
+
+
 def test_forward_returns_scalar_action_loss(model):
     model.train()
     out = model(examples())

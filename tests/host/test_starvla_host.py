@@ -148,6 +148,26 @@ def test_both_hosts_train_the_same_loss(qwen25, monkeypatch, time_distribution, 
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_stock_config_gives_starvla_optimizer_groups_of_trainable_parameters_only(qwen25):
+    # A stock starVLA YAML (no state; learning rates for base / qwen_vl_interface / action_model; nothing frozen):
+    # starVLA's build_param_lr_groups ignores requires_grad, so without the Left in trainer.freeze_modules its 'base'
+    # group held the frozen Left alone, and DeepSpeed ZeRO-2 failed on it once emptied of frozen parameters.
+    from starVLA.model.framework.base_framework import build_framework
+    from starVLA.training.trainer_utils.trainer_tools import build_param_lr_groups
+
+    cfg = tiny_config(qwen25)
+    cfg.datasets.vla_data.include_state = False
+    cfg.trainer.learning_rate = {"base": 1.0e-5, "qwen_vl_interface": 1.0e-5, "action_model": 1.0e-4}
+    del cfg.trainer["freeze_modules"]
+    torch.manual_seed(0)
+    model = build_framework(cfg)
+    groups = build_param_lr_groups(model=model, cfg=cfg)
+    assert cfg.trainer.freeze_modules == "left_brain"
+    assert [g["name"] for g in groups] == ["qwen_vl_interface", "action_model"]
+    assert all(p.requires_grad for g in groups for p in g["params"])
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+
+
 def test_starvla_trainers_tracked_config_is_read_and_saved_whole(qwen25, tmp_path):
     # starVLA's trainer wraps the config (AccessTrackedConfig) and saves only keys that were read: TwinBrain must
     # read through the wrapper, and the saved config.yaml must rebuild the same model.
