@@ -141,12 +141,33 @@ def _with_defaults(section: dict, defaults: dict) -> dict:
     return merged
 
 
+# starVLA's LeRobot loader resizes every camera image to 224x224 (whatever the YAML says), so a checkpoint trained
+# there has no obs_image_size in its saved config and was trained at 224.
+DEFAULT_OBS_IMAGE_SIZE = (224, 224)
+
+
+def obs_image_size(cfg) -> tuple[int, int]:
+    """``datasets.vla_data.obs_image_size`` as (height, width): the size every camera image is resized to, in
+    training and in serving. One integer (square) or ``[height, width]`` (the order starVLA's server reports as
+    ``training_obs_image_size`` and its client reads back); :data:`DEFAULT_OBS_IMAGE_SIZE` when absent."""
+    size = config_to_dict(config_select(cfg, "datasets.vla_data.obs_image_size"))
+    if size is None:
+        return DEFAULT_OBS_IMAGE_SIZE
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = [size, size]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+        raise ValueError(f"datasets.vla_data.obs_image_size={size!r}: expected a positive integer or [height, width]")
+    return int(size[0]), int(size[1])
+
+
 @dataclass(frozen=True)
 class TwinBrainConfig:
     backbone: BackboneConfig
     options: TwinBrainOptions
     action_model: dict  # framework.action_model, as the YAML gives it (the head validates its own keys)
     include_state: bool  # datasets.vla_data.include_state
+    obs_image_size: tuple[int, int] = DEFAULT_OBS_IMAGE_SIZE  # datasets.vla_data.obs_image_size, (height, width)
 
     @classmethod
     def from_omegaconf(cls, cfg) -> "TwinBrainConfig":
@@ -184,7 +205,8 @@ class TwinBrainConfig:
             gradient_checkpointing=options.gradient_checkpointing,
             prompts=options.prompts,
         )
-        return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state)
+        return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state,
+                   obs_image_size=obs_image_size(cfg))
 
     def write_back(self, cfg) -> None:
         """Store the resolved ``framework.twinbrain`` in ``cfg``: starVLA saves only keys that were read, and
@@ -196,6 +218,10 @@ class TwinBrainConfig:
         config_set(cfg.framework, "twinbrain", OmegaConf.create(asdict(self.options)))
         config_set(cfg.framework, "action_model",
                    OmegaConf.merge(config_to_dict(cfg.framework.action_model), self.action_model))
+        # the image size training uses, explicit in the saved config: the server resizes to it
+        datasets = cfg["datasets"] if "datasets" in cfg else None
+        if datasets is not None and "vla_data" in datasets:
+            config_set(datasets.vla_data, "obs_image_size", list(self.obs_image_size))
         # read every key back through the host's config so that a tracking host saves all of them
         config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
 

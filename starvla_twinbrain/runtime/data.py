@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..config import DEFAULT_OBS_IMAGE_SIZE
 from ..normalization import STAT_NAMES, Normalization, normalize, unnormalize  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class LeRobotVLADataset(Dataset):
         image_keys: list[str] | None = None,
         state_key: str = "observation.state",
         action_key: str = "action",
-        image_size: tuple[int, int] | int = 224,
+        image_size: tuple[int, int] | int = DEFAULT_OBS_IMAGE_SIZE,  # (height, width), or one side
         normalization: Normalization = "q99",
         unnorm_key: str | None = None,
         expected_action_dim: int | None = None,
@@ -133,7 +134,8 @@ class LeRobotVLADataset(Dataset):
             chw = item[key]  # float [3, H, W] in [0, 1]
             hwc = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
             image = Image.fromarray(hwc)
-            images.append(image if image.size == self.image_size else image.resize(self.image_size, Image.BILINEAR))
+            height, width = self.image_size  # PIL sizes are (width, height)
+            images.append(image if image.size == (width, height) else image.resize((width, height), Image.BILINEAR))
         action = normalize(item[self.action_key].numpy(), stats["action"], self.normalization)
         example = {"image": images, "lang": item["task"], "action": action.astype(np.float16)}
         if self.include_state:
