@@ -112,8 +112,9 @@ def _accelerator_for(trainer_cfg: dict, accelerator: Accelerator | None) -> Acce
     steps = _positive_int(trainer_cfg, "gradient_accumulation_steps", 1)
     if accelerator is None:
         plugin = GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
-        return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
-                           gradient_accumulation_plugin=plugin)
+        gpu = torch.cuda.is_available()
+        # cpu=True where there is no GPU: without it accelerate runs each process of a CPU torchrun launch alone
+        return Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no", gradient_accumulation_plugin=plugin)
     if accelerator.gradient_accumulation_steps != steps:
         raise ValueError(f"trainer.gradient_accumulation_steps={steps} but the Accelerator passed to train() "
                          f"accumulates {accelerator.gradient_accumulation_steps}: make them agree")

@@ -21,7 +21,7 @@ SAMPLES, BATCH = 16, 4  # per process: 2 batches an epoch, so the run crosses ep
 
 
 def launch(vlm: str, root: Path, run_id: str, resume: bool, stop: int = 0) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "tests.runtime.test_distributed", vlm, str(root), run_id, str(int(resume)), str(stop)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
