@@ -219,9 +219,9 @@ class TwinBrainConfig:
         config_set(cfg.framework, "action_model",
                    OmegaConf.merge(config_to_dict(cfg.framework.action_model), self.action_model))
         # the image size training uses, explicit in the saved config: the server resizes to it
-        datasets = cfg["datasets"] if "datasets" in cfg else None
-        if datasets is not None and "vla_data" in datasets:
-            config_set(datasets.vla_data, "obs_image_size", list(self.obs_image_size))
+        vla_data = config_select(cfg, "datasets.vla_data")
+        if vla_data is not None:
+            config_set(vla_data, "obs_image_size", list(self.obs_image_size))
         # read every key back through the host's config so that a tracking host saves all of them
         config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
 

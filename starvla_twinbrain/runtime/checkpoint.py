@@ -160,6 +160,12 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-partial")
 
 
+def publish_state_dir(partial: Path, final: Path) -> None:
+    """Record the digests of a written state folder, then give it its real name: the checkpoint is complete."""
+    write_manifest(partial)
+    os.replace(partial, final)
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path, Path] | None:
     """(step, model file, trainer-state folder) of the newest complete checkpoint, or None."""
     found = []

@@ -279,8 +279,7 @@ def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Ac
                         "gradient_accumulation_steps": accumulation, "scheduler": scheduler.state_dict(),
                         "losses": losses, "loss_steps": loss_steps}
             (partial / ckpt.PROGRESS_FILE).write_text(json.dumps(progress))
-            ckpt.write_manifest(partial)
-            ckpt.os.replace(partial, final)
+            ckpt.publish_state_dir(partial, final)
             _plot_loss(run_dir, loss_steps, losses)
             logger.info("checkpoint %s", final)
         accelerator.wait_for_everyone()

@@ -1,6 +1,6 @@
-"""The precision policy and gradient accumulation of the embedded trainer, with a deterministic probe framework
-(a linear policy: no dropout, no sampled noise, so runs can be compared number for number), and the policy applied
-to TwinBrain itself (a bf16 Left meeting an fp32 Right through AsyMoT)."""
+"""The precision policy, gradient accumulation and the other config keys the embedded trainer honours, with a
+deterministic probe framework (a linear policy: no dropout, no sampled noise, so runs compare number for number).
+The policy applied to TwinBrain itself (a bf16 Left meeting an fp32 Right) is in tests/framework."""
 
 import numpy as np
 import pytest
@@ -45,6 +45,9 @@ class LinearProbe(nn.Module):
         y = torch.tensor(np.stack([ex["action"] for ex in examples]))
         dtype = self.action_model.weight.dtype
         return {"action_loss": torch.nn.functional.mse_loss(self.action_model(x.to(dtype)).float(), y)}
+
+    def predict_action(self, examples, **kwargs):
+        return {"normalized_actions": np.zeros((len(examples), DIM), np.float32)}
 
 
 FRAMEWORK_REGISTRY.register(PROBE)(LinearProbe)
@@ -143,3 +146,26 @@ def test_accumulation_set_on_a_passed_accelerator_must_agree(tmp_path, fresh_acc
     accelerator = Accelerator(cpu=True, gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=2))
     with pytest.raises(ValueError, match=r"sync_with_dataloader=False"):
         train(probe_cfg(tmp_path, "x", 2, gradient_accumulation_steps=2), probe_data(12), accelerator=accelerator)
+
+
+def test_eval_interval_and_wandb_are_honoured(tmp_path, fresh_accelerate, monkeypatch):
+    """``trainer.eval_interval``: the sampled actions' MSE on the batch every N steps (the probe predicts zeros and
+    every target is 0.5, so it is 0.25); ``wandb_project`` / ``wandb_entity``: rank 0 logs the scalars to W&B."""
+    import sys
+    import types
+
+    calls = {"init": [], "log": []}
+    run = types.SimpleNamespace(log=lambda values, step: calls["log"].append((step, values)), finish=lambda: None)
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls["init"].append(kwargs) or run
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = probe_cfg(tmp_path, "logged", 4, max_train_steps=5, eval_interval=2)
+    cfg.wandb_project, cfg.wandb_entity = "twinbrain", "lab"
+    data = [{"x": ex["x"], "action": np.full(DIM, 0.5, np.float32)} for ex in probe_data(12)]
+    train(cfg, data)
+
+    assert calls["init"][0]["project"] == "twinbrain" and calls["init"][0]["entity"] == "lab"
+    assert [step for step, _ in calls["log"]] == [1, 2, 3, 4, 5]
+    assert [step for step, values in calls["log"] if "train/action_mse" in values] == [2, 4]
+    assert all(values["train/action_mse"] == pytest.approx(0.25) for _, values in calls["log"] if "train/action_mse" in values)
