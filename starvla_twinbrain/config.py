@@ -142,7 +142,8 @@ def _with_defaults(section: dict, defaults: dict) -> dict:
 
 
 # starVLA's LeRobot loader resizes every camera image to 224x224 (whatever the YAML says), so a checkpoint trained
-# there has no obs_image_size in its saved config and was trained at 224.
+# there has no obs_image_size in its saved config and was trained at 224. The framework never reads the key: under
+# starVLA's trainer, reading it would save the YAML's value, which its loader ignored.
 DEFAULT_OBS_IMAGE_SIZE = (224, 224)
 
 
@@ -167,7 +168,6 @@ class TwinBrainConfig:
     options: TwinBrainOptions
     action_model: dict  # framework.action_model, as the YAML gives it (the head validates its own keys)
     include_state: bool  # datasets.vla_data.include_state
-    obs_image_size: tuple[int, int] = DEFAULT_OBS_IMAGE_SIZE  # datasets.vla_data.obs_image_size, (height, width)
 
     @classmethod
     def from_omegaconf(cls, cfg) -> "TwinBrainConfig":
@@ -205,8 +205,7 @@ class TwinBrainConfig:
             gradient_checkpointing=options.gradient_checkpointing,
             prompts=options.prompts,
         )
-        return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state,
-                   obs_image_size=obs_image_size(cfg))
+        return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state)
 
     def write_back(self, cfg) -> None:
         """Store the resolved ``framework.twinbrain`` in ``cfg``: starVLA saves only keys that were read, and
@@ -218,10 +217,6 @@ class TwinBrainConfig:
         config_set(cfg.framework, "twinbrain", OmegaConf.create(asdict(self.options)))
         config_set(cfg.framework, "action_model",
                    OmegaConf.merge(config_to_dict(cfg.framework.action_model), self.action_model))
-        # the image size training uses, explicit in the saved config: the server resizes to it
-        vla_data = config_select(cfg, "datasets.vla_data")
-        if vla_data is not None:
-            config_set(vla_data, "obs_image_size", list(self.obs_image_size))
         # read every key back through the host's config so that a tracking host saves all of them
         config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
 

@@ -310,10 +310,3 @@ def test_bad_obs_image_size_names_the_key(value):
 
     with pytest.raises(ValueError, match=r"datasets.vla_data.obs_image_size=.*expected a positive integer or \[height, width\]"):
         obs_image_size(OmegaConf.create({"datasets": {"vla_data": {"obs_image_size": value}}}))
-
-
-def test_training_image_size_is_written_into_the_config(tiny_vlm):
-    cfg = make_config(tiny_vlm)
-    del cfg.datasets.vla_data["obs_image_size"]
-    TwinBrain(cfg)
-    assert list(cfg.datasets.vla_data.obs_image_size) == [224, 224]  # saved with the run: the server reads it
