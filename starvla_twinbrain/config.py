@@ -164,6 +164,27 @@ def _with_defaults(section: dict, defaults: dict) -> dict:
     return merged
 
 
+# starVLA's LeRobot loader resizes every camera image to 224x224 (whatever the YAML says), so a checkpoint trained
+# there has no obs_image_size in its saved config and was trained at 224. The framework never reads the key: under
+# starVLA's trainer, reading it would save the YAML's value, which its loader ignored.
+DEFAULT_OBS_IMAGE_SIZE = (224, 224)
+
+
+def obs_image_size(cfg) -> tuple[int, int]:
+    """``datasets.vla_data.obs_image_size`` as (height, width): the size every camera image is resized to, in
+    training and in serving. One integer (square) or ``[height, width]`` (the order starVLA's server reports as
+    ``training_obs_image_size`` and its client reads back); :data:`DEFAULT_OBS_IMAGE_SIZE` when absent."""
+    size = config_to_dict(config_select(cfg, "datasets.vla_data.obs_image_size"))
+    if size is None:
+        return DEFAULT_OBS_IMAGE_SIZE
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = [size, size]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+        raise ValueError(f"datasets.vla_data.obs_image_size={size!r}: expected a positive integer or [height, width]")
+    return int(size[0]), int(size[1])
+
+
 @dataclass(frozen=True)
 class TwinBrainConfig:
     backbone: BackboneConfig

@@ -6,6 +6,24 @@ from PIL import Image
 
 from starvla_twinbrain.tiny_vlm import make_tiny_vlm
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _left_hash_cache(tmp_path_factory):
+    """The Left reference hashes of a test session go to a fresh cache, not the user's ~/.cache."""
+    import os
+
+    from starvla_twinbrain.framework import left_reference
+
+    old = os.environ.get(left_reference.CACHE_ENV)
+    os.environ[left_reference.CACHE_ENV] = str(tmp_path_factory.mktemp("twinbrain-cache"))
+    yield
+    if old is None:
+        os.environ.pop(left_reference.CACHE_ENV, None)
+    else:
+        os.environ[left_reference.CACHE_ENV] = old
+
+
 FAMILY_DIRS = {"qwen2_5_vl": "tiny-Qwen2.5-VL", "qwen3_vl": "tiny-Qwen3-VL"}
 
 

@@ -8,12 +8,17 @@ covers the base checkpoint's weight and config files, so it does not depend on t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 REFERENCE_KEY = "left_brain_reference"
 LEFT_PREFIX = "left_brain."
@@ -28,11 +33,56 @@ def _checkpoint_folder(base_vlm: str) -> Path:
     return Path(snapshot_download(base_vlm, local_files_only=True))
 
 
-@lru_cache(maxsize=8)
+CACHE_ENV = "STARVLA_TWINBRAIN_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$STARVLA_TWINBRAIN_CACHE``, else ``$XDG_CACHE_HOME/starvla_twinbrain`` (``~/.cache/starvla_twinbrain``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "starvla_twinbrain"
+
+
+def _hashed_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+
+
 def base_checkpoint_hash(base_vlm: str) -> str:
-    """sha256 over the base checkpoint's ``config.json`` and weight files, in name order."""
-    folder = _checkpoint_folder(base_vlm)
-    files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+    """sha256 over the base checkpoint's ``config.json`` and weight files, in name order.
+
+    Reading every weight byte takes minutes at 4B, so the result is kept in :func:`cache_dir`, keyed by the
+    folder and each file's name, size and modification time: a machine computes it once per checkpoint (the
+    first process to ask holds a lock while the others wait), and a changed file changes the key."""
+    folder = _checkpoint_folder(base_vlm).resolve()
+    files = _hashed_files(folder)
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(json.dumps([str(folder), stats]).encode()).hexdigest()
+    return _cached_hash(key, folder, tuple(files))
+
+
+@lru_cache(maxsize=8)
+def _cached_hash(key: str, folder: Path, files: tuple[Path, ...]) -> str:
+    cache = cache_dir() / "left_reference"
+    entry = cache / f"{key}.json"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = open(cache / f"{key}.lock", "w")
+    except OSError as err:  # a read-only home: hash without the cache
+        logger.warning("left reference cache %s unusable (%s); hashing %s", cache, err, folder)
+        return _hash_files(files)
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if entry.is_file():
+            return json.loads(entry.read_text())["sha256"]
+        logger.info("hashing the base checkpoint %s once for this machine (cached in %s)", folder, cache)
+        digest = _hash_files(files)
+        tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"folder": str(folder), "files": [f.name for f in files], "sha256": digest}))
+        os.replace(tmp, entry)
+        return digest
+
+
+def _hash_files(files) -> str:
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())

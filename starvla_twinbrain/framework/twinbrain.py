@@ -33,9 +33,46 @@ REGISTRY_NAME = "TwinBrain"
 ALIASES = ("twinbrain", "Twinbrain", "TWINBRAIN", "twin_brain")
 
 
-def _default_dtype() -> torch.dtype:
-    # starVLA trains in bf16 on GPUs; on CPU its autocast("cuda") is a no-op, so everything stays fp32 there.
+def _load_dtype() -> torch.dtype:
+    """The dtype the base checkpoint is read in: bf16 on a CUDA machine (Qwen-VL checkpoints are bf16, so this is
+    exact and halves host memory for the two copies), fp32 otherwise. Only the frozen weights keep it: see
+    :func:`apply_precision_policy`."""
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def _frozen_subtrees(module: nn.Module):
+    """The largest submodules none of whose parameters train (the Left Brain, a frozen Right vision tower,
+    anything in ``trainer.freeze_modules``)."""
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        yield module
+        return
+    for child in module.children():
+        yield from _frozen_subtrees(child)
+
+
+def apply_precision_policy(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """The precision policy (README, "Precision"), applied in place for the device the model will run on.
+
+    - GPU: frozen subtrees in bf16 (no gradients, no optimizer state: bf16 loses nothing there and halves their
+      memory); every trainable parameter in fp32, the optimizer's master copy. The host runs the forward pass
+      under bf16 autocast (the embedded runtime through accelerate, starVLA's trainer with ``torch.autocast``);
+      under DeepSpeed its bf16 mode keeps its own fp32 master weights. AdamW on bf16 weights is what this
+      prevents: at lr 1e-5 most updates are below bf16's resolution and vanish.
+    - CPU: everything fp32 (no autocast there).
+    Where the bf16 Left meets the fp32 Right, AsyMoT casts the Left's keys/values to the Right's dtype.
+    """
+    on_gpu = torch.device(device).type == "cuda"
+    for subtree in _frozen_subtrees(model):
+        subtree.to(torch.bfloat16 if on_gpu else torch.float32)
+    _trainable_in_fp32(model)
+    return model
+
+
+def _trainable_in_fp32(model: nn.Module) -> None:
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -> nn.Module:
@@ -120,7 +157,7 @@ class TwinBrain(BaseFramework):
         self.twin.write_back(config)
         declare_left_frozen(config)
         self.config = config
-        backbone = DualBrainBackbone(self.twin.backbone, dtype=_default_dtype())
+        backbone = DualBrainBackbone(self.twin.backbone, dtype=_load_dtype())
         # The backbone's modules are registered here, at the top level, under the names users type; the backbone
         # object (which runs them) is kept unregistered so that nothing is stored twice.
         object.__setattr__(self, "backbone", backbone)
@@ -133,11 +170,17 @@ class TwinBrain(BaseFramework):
         self.action_horizon = int(self.twin.action_model["action_horizon"])
         self.action_dim = int(self.twin.action_model["action_dim"])
         self.repeated_diffusion_steps = int(self.twin.action_model.get("repeated_diffusion_steps", 8))
-        self.left_brain_sha256 = left_reference.base_checkpoint_hash(self.twin.backbone.base_vlm)
+        _trainable_in_fp32(self)  # from the start (a bf16 read is exact for bf16 checkpoints); frozen ones as read
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
         self.register_load_state_dict_pre_hook(_check_state_path)
         self.register_load_state_dict_post_hook(_accept_left_by_reference)
+
+    @property
+    def left_brain_sha256(self) -> str:
+        """The base checkpoint's content hash: computed (or read from the machine's cache) only when a checkpoint
+        stores or checks the Left's reference, not at construction."""
+        return left_reference.base_checkpoint_hash(self.twin.backbone.base_vlm)
 
     # starVLA's trainer resolves learning-rate keys by attribute path; stock YAMLs name the VLM this way.
     @property

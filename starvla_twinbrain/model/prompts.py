@@ -66,13 +66,17 @@ def to_pil(image, where: str) -> Image.Image:
 
 def image_tensor_to_pil(chw: torch.Tensor, where: str, size: tuple[int, int] | None = None) -> Image.Image:
     """A float ``[3, H, W]`` image in [0, 1] (how LeRobot datasets and processors give cameras) → RGB PIL,
-    rounded to uint8 as a camera frame would be, resized (bilinear) to ``size`` = (width, height) when given."""
+    rounded to uint8 as a camera frame would be, resized (bilinear) to ``size`` = (height, width) when given (the
+    order of ``datasets.vla_data.obs_image_size``)."""
     if not isinstance(chw, torch.Tensor) or not chw.is_floating_point() or chw.ndim != 3 or chw.shape[0] != 3:
         got = f"{chw.dtype} {list(chw.shape)}" if isinstance(chw, torch.Tensor) else type(chw).__name__
         raise ValueError(f"{where}: expected a float tensor [3, H, W] with values in [0, 1], got {got}")
     hwc = (chw.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     image = Image.fromarray(hwc)
-    return image if size is None or image.size == tuple(size) else image.resize(tuple(size), Image.BILINEAR)
+    if size is None:
+        return image
+    height, width = size  # PIL sizes are (width, height)
+    return image if image.size == (width, height) else image.resize((width, height), Image.BILINEAR)
 
 
 @dataclass

@@ -3,12 +3,17 @@
     <run_root_dir>/<run_id>/
       config.yaml, config.full.yaml, dataset_statistics.json, summary.jsonl, loss_curve.png, tensorboard/
       checkpoints/steps_<N>_pytorch_model.pt      the model state_dict (starVLA's format; Left Brain by reference)
-      checkpoints/steps_<N>_trainer_state.pt      optimizer, scheduler, step, data position, RNG (resume only)
+      checkpoints/steps_<N>_trainer_state/        accelerate's save_state (resume only): optimizer (or DeepSpeed's
+                                                  shards), per-rank RNG states incl. CUDA, and progress.json (step,
+                                                  scheduler, loss history); sha256sums.txt lists every file
       final_model/pytorch_model.pt
 
-A checkpoint is complete once its trainer state exists: it is written last, and every file is written to a
-temporary name and renamed, so a killed run never leaves a half file under a real name. Each file gets a
-``<file>.sha256`` beside it; loading checks it, so a file changed or damaged after it was written is refused.
+A checkpoint is complete once its trainer-state folder exists under its real name: it is written last, under a
+temporary name, and renamed; every other file is also written to a temporary name and renamed, so a killed run
+never leaves a half file under a real name. Each model file gets a ``<file>.sha256`` beside it and each state
+folder a ``sha256sums.txt``; loading checks them, so a file changed or damaged after it was written is refused.
+Nothing is unpickled beyond tensors and plain types (``torch.load(weights_only=True)``): a checkpoint from an
+untrusted run cannot execute code.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
 
 MODEL_FILE = "steps_{step}_pytorch_model.{ext}"
-STATE_FILE = "steps_{step}_trainer_state.pt"
-_STEP = re.compile(r"steps_(\d+)_trainer_state\.pt$")
+STATE_DIR = "steps_{step}_trainer_state"
+PROGRESS_FILE = "progress.json"
+MANIFEST_FILE = "sha256sums.txt"
+_STEP = re.compile(r"^steps_(\d+)_trainer_state$")
 
 
 def file_sha256(path: Path) -> str:
@@ -67,13 +75,60 @@ def atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_trainer_state(path: Path) -> dict:
-    """The optimizer / scheduler / RNG / data-position state of a checkpoint (pickled: our own file)."""
-    verify_sha256(path)
+def write_manifest(folder: Path) -> None:
+    """``sha256sums.txt`` in ``folder``: the digest of every file under it (``sha256sum -c`` reads it)."""
+    lines = [f"{file_sha256(p)}  {p.relative_to(folder).as_posix()}\n" for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != MANIFEST_FILE]
+    atomic_write_text("".join(lines), folder / MANIFEST_FILE)
+
+
+def verify_manifest(folder: Path) -> None:
+    """Refuse a trainer-state folder whose files differ from its ``sha256sums.txt`` (changed, missing, added)."""
+    manifest = folder / MANIFEST_FILE
+    if not manifest.is_file():
+        raise ValueError(f"trainer state {folder} has no {MANIFEST_FILE}: it was not written by a complete save")
+    recorded = dict(reversed(line.split("  ", 1)) for line in manifest.read_text().splitlines() if line.strip())
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE}
+    if present != set(recorded):
+        raise ValueError(f"trainer state {folder}: files {sorted(present ^ set(recorded))} differ from {MANIFEST_FILE}")
+    for name, expected in recorded.items():
+        actual = file_sha256(folder / name)
+        if actual != expected:
+            raise ValueError(f"trainer state {folder / name} fails its SHA-256 check (recorded {expected[:16]}…, file "
+                             f"has {actual[:16]}…): it was modified or damaged after it was written")
+
+
+def safe_load(path: Path, map_location="cpu"):
+    """``torch.load(weights_only=True)``, allowing exactly the numpy types of RNG states (accelerate's list);
+    anything else (a pickled callable, a class) is refused, naming the file."""
+    from accelerate.utils.other import TORCH_SAFE_GLOBALS
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(TORCH_SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
+        raise ValueError(f"trainer state {path} cannot be read with weights_only=True ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); refusing to load it") from None
+
+
+def read_progress(folder: Path) -> dict:
+    path = folder / PROGRESS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
         raise ValueError(f"trainer state {path} cannot be read ({type(err).__name__}: {err})") from None
+
+
+def load_trainer_state(folder: Path) -> dict:
+    """A trainer-state folder as plain data, checked: ``progress`` (step, scheduler, losses), ``optimizer``
+    (when not sharded by DeepSpeed) and ``rng`` (one dict per process)."""
+    verify_manifest(folder)
+    state = {"progress": read_progress(folder)}
+    if (folder / "optimizer.bin").is_file():
+        state["optimizer"] = safe_load(folder / "optimizer.bin")
+    state["rng"] = [safe_load(p) for p in sorted(folder.glob("random_states_*.pkl"),
+                                                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))]
+    return state
 
 
 def load_state_dict(path: str | Path) -> dict:
@@ -91,19 +146,34 @@ def load_state_dict(path: str | Path) -> dict:
         raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
 
 
-def save_checkpoint(run_dir: Path, step: int, model_state: dict, trainer_state: dict, save_format: str = "pt") -> Path:
+def model_file(run_dir: Path, step: int, save_format: str = "pt") -> Path:
     ext = "safetensors" if save_format == "safetensors" else "pt"
-    model_path = run_dir / "checkpoints" / MODEL_FILE.format(step=step, ext=ext)
-    atomic_save(model_state, model_path)
-    atomic_save(trainer_state, run_dir / "checkpoints" / STATE_FILE.format(step=step))  # last: marks complete
-    return model_path
+    return run_dir / "checkpoints" / MODEL_FILE.format(step=step, ext=ext)
+
+
+def state_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / STATE_DIR.format(step=step)
+
+
+def partial_name(path: Path) -> Path:
+    """The temporary name a file or folder is written under before it is renamed to ``path``."""
+    return path.with_name(f".{path.name}.tmp-partial")
+
+
+def publish_state_dir(partial: Path, final: Path) -> None:
+    """Record the digests of a written state folder, then give it its real name: the checkpoint is complete."""
+    write_manifest(partial)
+    os.replace(partial, final)
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path, Path] | None:
-    """(step, model file, trainer state file) of the newest complete checkpoint, or None."""
+    """(step, model file, trainer-state folder) of the newest complete checkpoint, or None."""
     found = []
-    for state in (run_dir / "checkpoints").glob("steps_*_trainer_state.pt"):
-        step = int(_STEP.search(state.name).group(1))
+    for state in (run_dir / "checkpoints").glob("steps_*_trainer_state"):
+        match = _STEP.match(state.name)
+        if not match or not state.is_dir():
+            continue
+        step = int(match.group(1))
         for ext in ("pt", "safetensors"):
             model = state.with_name(MODEL_FILE.format(step=step, ext=ext))
             if model.is_file():
@@ -112,11 +182,12 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path, Path] | None:
 
 
 def remove_partial_files(run_dir: Path) -> list[Path]:
-    """Delete the temporaries a killed run left behind (never loaded: they never got a real name)."""
+    """Delete the temporaries (files and state folders) a killed run left behind (never loaded: they never got a
+    real name)."""
     partial = [p for d in (run_dir / "checkpoints", run_dir / "final_model", run_dir) if d.is_dir()
                for p in d.glob(".*.tmp-*")]
     for path in partial:
-        path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     return partial
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..config import DEFAULT_OBS_IMAGE_SIZE
 from ..model.prompts import image_tensor_to_pil
 from ..normalization import STAT_NAMES, Normalization, normalize, unnormalize  # noqa: F401  (re-exported)
 
@@ -68,7 +69,7 @@ class LeRobotVLADataset(Dataset):
         image_keys: list[str] | None = None,
         state_key: str = "observation.state",
         action_key: str = "action",
-        image_size: tuple[int, int] | int = 224,
+        image_size: tuple[int, int] | int = DEFAULT_OBS_IMAGE_SIZE,  # (height, width), or one side
         normalization: Normalization = "q99",
         unnorm_key: str | None = None,
         expected_action_dim: int | None = None,

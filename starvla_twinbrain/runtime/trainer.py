@@ -1,28 +1,33 @@
 """The embedded training runtime: what starVLA's trainer does, on HF Accelerate, for when starVLA is absent.
 
-One CPU, multi-GPU DDP or DeepSpeed ZeRO-2 (through an accelerate config); bf16 autocast on GPU, fp32 on CPU;
-per-module learning rates, cosine schedule, clipping; a progress bar, TensorBoard scalars, ``summary.jsonl`` and a
-loss-curve PNG; atomic checkpoints in starVLA's run-directory layout; exact resume (``trainer.is_resume``).
+One CPU, multi-GPU DDP or DeepSpeed ZeRO-2 (through an accelerate config); the precision policy of
+``framework.twinbrain.apply_precision_policy`` (fp32 trainable weights under bf16 autocast on GPU, fp32 on CPU);
+per-module learning rates, cosine schedule, clipping, gradient accumulation; a progress bar, TensorBoard (and W&B)
+scalars, ``summary.jsonl`` and a loss-curve PNG; atomic checkpoints in starVLA's run-directory layout; exact resume
+(``trainer.is_resume``) from accelerate's ``save_state`` (per-rank RNGs incl. CUDA, optimizer shards) plus the
+scheduler, data position and loss history.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, GradientAccumulationPlugin, broadcast_object_list, set_seed
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from ..config import obs_image_size
 from ..framework.host_api import FRAMEWORK_REGISTRY
-from ..framework.twinbrain import register
+from ..framework.twinbrain import apply_precision_policy, register
 from . import checkpoint as ckpt
 from .optim import build_optimizer, build_scheduler, freeze_modules
 
@@ -62,14 +67,91 @@ class TrainResult:
     losses: list[float]
 
 
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+# Every trainer.* key this runtime reads; any other is refused (a silently ignored key is a silently wrong run).
+TRAINER_KEYS = (
+    "max_train_steps", "num_warmup_steps", "save_interval", "eval_interval", "logging_frequency", "learning_rate",
+    "lr_scheduler_type", "scheduler_specific_kwargs", "freeze_modules", "optimizer", "gradient_clipping",
+    "gradient_accumulation_steps", "is_resume", "save_format",
+)
+# Keys of starVLA YAMLs whose only value here is the one this runtime implements.
+FIXED_VALUES = {"datasets.vla_data.dataset_py": ("lerobot_datasets",), "datasets.vla_data.lerobot_version": ("v3.0",),
+                "is_debug": (False,)}
+# Keys neither starVLA's trainer nor this runtime reads: refused rather than trusted to do something.
+UNREAD_KEYS = ("datasets.vla_data.action_type", "datasets.vla_data.load_all_data_for_training")
 
 
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+def check_config_keys(cfg) -> None:
+    """One clear error for a key the embedded runtime would otherwise ignore."""
+    import difflib
+
+    for key in OmegaConf.select(cfg, "trainer") or {}:
+        if key not in TRAINER_KEYS:
+            close = difflib.get_close_matches(str(key), TRAINER_KEYS, n=1)
+            hint = f"did you mean trainer.{close[0]}?" if close else f"it reads {', '.join(TRAINER_KEYS)}"
+            raise ValueError(f"trainer.{key} is not read by the embedded trainer: {hint}")
+    for key, allowed in FIXED_VALUES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in allowed:
+            raise ValueError(f"{key}={value!r}: the embedded runtime supports only {' | '.join(map(repr, allowed))}")
+    for key in UNREAD_KEYS:
+        if OmegaConf.select(cfg, key) is not None:
+            raise ValueError(f"{key} is read by neither starVLA's trainer nor the embedded runtime: remove it")
+
+
+def _positive_int(trainer_cfg: dict, key: str, default: int) -> int:
+    value = trainer_cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"trainer.{key}={value!r}: expected a positive integer")
+    return value
+
+
+def _accelerator_for(trainer_cfg: dict, accelerator: Accelerator | None) -> Accelerator:
+    """bf16 autocast over fp32 weights on GPU (under DeepSpeed: its bf16 mode, fp32 master weights), fp32 on CPU;
+    ``trainer.gradient_accumulation_steps`` through accelerate's ``accumulate``. A training step is one optimizer
+    step; accumulation runs across an epoch's end, so every step sums the same number of batches."""
+    steps = _positive_int(trainer_cfg, "gradient_accumulation_steps", 1)
+    if accelerator is None:
+        plugin = GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
+        gpu = torch.cuda.is_available()
+        # cpu=True where there is no GPU: without it accelerate runs each process of a CPU torchrun launch alone
+        return Accelerator(cpu=not gpu, mixed_precision="bf16" if gpu else "no", gradient_accumulation_plugin=plugin)
+    if accelerator.gradient_accumulation_steps != steps:
+        raise ValueError(f"trainer.gradient_accumulation_steps={steps} but the Accelerator passed to train() "
+                         f"accumulates {accelerator.gradient_accumulation_steps}: make them agree")
+    if steps > 1 and accelerator.gradient_state.sync_with_dataloader:
+        raise ValueError("trainer.gradient_accumulation_steps > 1 needs an Accelerator built with "
+                         "GradientAccumulationPlugin(..., sync_with_dataloader=False)")
+    return accelerator
+
+
+class _WandbLog:
+    """``wandb_project`` / ``wandb_entity`` as starVLA's trainer uses them: rank 0 logs to W&B when wandb is
+    installed and not disabled (``WANDB_MODE=disabled``); a failed init is a warning, not the end of the run."""
+
+    def __init__(self, cfg, run_dir: Path):
+        self.run = None
+        project = OmegaConf.select(cfg, "wandb_project")
+        if project is None or os.environ.get("WANDB_MODE") == "disabled":
+            return
+        try:
+            import wandb
+        except ImportError:
+            logger.warning("wandb_project=%r but wandb is not installed: logging to %s only", project,
+                           run_dir / "tensorboard")
+            return
+        try:
+            self.run = wandb.init(name=str(cfg.run_id), dir=str(run_dir), project=str(project),
+                                  entity=OmegaConf.select(cfg, "wandb_entity"), group="vla-train")
+        except Exception as err:  # as starVLA: continue without W&B
+            logger.warning("W&B init failed; continuing without W&B: %s", err)
+
+    def log(self, values: dict, step: int) -> None:
+        if self.run is not None:
+            self.run.log(values, step=step)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
 
 
 def _plot_loss(run_dir: Path, steps: list[int], losses: list[float]) -> None:
@@ -97,13 +179,12 @@ def dataset_from_config(cfg) -> tuple[Dataset, dict]:
     for key in ("data_root_dir", "data_mix"):
         if OmegaConf.select(vla, key) is None:
             raise ValueError(f"datasets.vla_data.{key} is missing: the embedded runtime reads data_root_dir/data_mix")
-    size = OmegaConf.select(vla, "obs_image_size", default=224)
     include_state = bool(OmegaConf.select(vla, "include_state", default=False))
     dataset = LeRobotVLADataset(
         Path(vla.data_root_dir) / str(vla.data_mix),
         action_horizon=int(cfg.framework.action_model.action_horizon),
         include_state=include_state,
-        image_size=tuple(size) if not isinstance(size, int) else size,
+        image_size=obs_image_size(cfg),
         normalization=OmegaConf.select(vla, "normalization", default="q99"),
         expected_action_dim=int(cfg.framework.action_model.action_dim),
         expected_state_dim=OmegaConf.select(cfg, "framework.action_model.state_dim") if include_state else None,
@@ -115,18 +196,22 @@ def dataset_from_config(cfg) -> tuple[Dataset, dict]:
 def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Accelerator | None = None) -> TrainResult:
     """Train the framework named by ``cfg.framework.name`` on ``dataset`` (items: starVLA example dicts)."""
     register()
-    accelerator = accelerator or Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    check_config_keys(cfg)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    accelerator = _accelerator_for(trainer_cfg, accelerator)
     seed = int(cfg.get("seed", 42))
     set_seed(seed)
     run_dir = Path(cfg.run_root_dir) / str(cfg.run_id)
-    max_steps = int(trainer_cfg["max_train_steps"])
+    max_steps = _positive_int(trainer_cfg, "max_train_steps", 1)
     batch_size = int(OmegaConf.select(cfg, "datasets.vla_data.per_device_batch_size", default=8))
-    save_interval = int(trainer_cfg.get("save_interval", max_steps))
-    log_every = int(trainer_cfg.get("logging_frequency", 10))
+    save_interval = _positive_int(trainer_cfg, "save_interval", max_steps)
+    log_every = _positive_int(trainer_cfg, "logging_frequency", 10)
+    eval_every = _positive_int(trainer_cfg, "eval_interval", max_steps + 1)
+    accumulation = accelerator.gradient_accumulation_steps
 
     model = FRAMEWORK_REGISTRY[cfg.framework.name](cfg)
     freeze_modules(model, trainer_cfg.get("freeze_modules"))
+    apply_precision_policy(model, accelerator.device)
     optimizer = build_optimizer(model, trainer_cfg)
     scheduler = build_scheduler(optimizer, trainer_cfg, max_steps)
     sampler = EpochShuffleSampler(len(dataset), seed)
@@ -135,24 +220,29 @@ def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Ac
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate, drop_last=True,
                         num_workers=int(OmegaConf.select(cfg, "datasets.vla_data.num_workers", default=0)),
                         generator=torch.Generator().manual_seed(seed))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # The scheduler stays out of prepare(): accelerate would step it once per process per step. It steps here once
+    # per optimizer step, and its state travels in the checkpoint's progress.json.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    set_seed(seed + accelerator.process_index)  # as starVLA: each process its own noise (the model built alike)
     if len(loader) == 0:
         raise ValueError(f"datasets.vla_data.per_device_batch_size={batch_size} is larger than the dataset ({len(dataset)} samples)")
+    # The weights live in the exported steps_N_pytorch_model.pt (Left by reference), not twice: the state folder
+    # keeps the rest (under DeepSpeed, its own checkpoint also holds the weights and their fp32 master copy).
+    hooks = [accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear()),
+             accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())]
 
     step, losses, loss_steps = 0, [], []
     if trainer_cfg.get("is_resume"):
         if accelerator.is_main_process:
             for path in ckpt.remove_partial_files(run_dir):
                 logger.info("removed %s, a partial file left by an interrupted run", path)
+        accelerator.wait_for_everyone()
         latest = ckpt.latest_checkpoint(run_dir)
         if latest is not None:
-            step, model_file, state_file = latest
-            accelerator.unwrap_model(model).load_state_dict(ckpt.load_state_dict(model_file), strict=True)
-            state = ckpt.load_trainer_state(state_file)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            losses, loss_steps = state["losses"], state["loss_steps"]
-            _set_rng_state(state["rng"][accelerator.process_index] if isinstance(state["rng"], list) else state["rng"])
+            step, model_file, state_dir = latest
+            progress = _load_trainer_state(accelerator, model, model_file, state_dir)
+            scheduler.load_state_dict(progress["scheduler"])
+            losses, loss_steps = progress["losses"], progress["loss_steps"]
             if accelerator.is_main_process:  # lines logged after this checkpoint by the killed run are redone
                 ckpt.truncate_summary(run_dir / "summary.jsonl", step)
             logger.info("resumed from %s at step %d", model_file, step)
@@ -168,52 +258,77 @@ def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Ac
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(run_dir / "tensorboard")
+        wandb_log = _WandbLog(cfg, run_dir)
     clip = trainer_cfg.get("gradient_clipping")
 
     def save(at_step: int) -> None:
+        """The model file, then the trainer-state folder under a temporary name, renamed last: the checkpoint is
+        complete exactly when the folder has its real name."""
         accelerator.wait_for_everyone()
         state_dict = accelerator.get_state_dict(model)
-        rng = accelerator.gather_for_metrics([_rng_state()], use_gather_object=True)
+        final = ckpt.state_dir(run_dir, at_step)
+        partial = ckpt.partial_name(final)
         if accelerator.is_main_process:
-            trainer_state = {"step": at_step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "losses": losses, "loss_steps": loss_steps, "rng": rng}
-            path = ckpt.save_checkpoint(run_dir, at_step, state_dict, trainer_state, trainer_cfg.get("save_format", "pt"))
+            shutil.rmtree(partial, ignore_errors=True)
+            ckpt.atomic_save(state_dict, ckpt.model_file(run_dir, at_step, trainer_cfg.get("save_format", "pt")))
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial))  # optimizer (or its shards), each process's RNG states
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            progress = {"step": at_step, "num_processes": accelerator.num_processes,
+                        "gradient_accumulation_steps": accumulation, "scheduler": scheduler.state_dict(),
+                        "losses": losses, "loss_steps": loss_steps}
+            (partial / ckpt.PROGRESS_FILE).write_text(json.dumps(progress))
+            ckpt.publish_state_dir(partial, final)
             _plot_loss(run_dir, loss_steps, losses)
-            logger.info("checkpoint %s", path)
+            logger.info("checkpoint %s", final)
+        accelerator.wait_for_everyone()
 
     model.train()
     batches_per_epoch = len(loader)
-    progress = tqdm(total=max_steps, initial=step, desc="train", disable=not accelerator.is_main_process)
+    consumed = step * accumulation  # batches drawn so far (checkpoints fall on optimizer steps)
+    micro_losses: list[torch.Tensor] = []
+    progress_bar = tqdm(total=max_steps, initial=step, desc="train", disable=not accelerator.is_main_process)
     try:
         while step < max_steps:
-            epoch, skip = divmod(step, batches_per_epoch)
+            epoch, skip = divmod(consumed, batches_per_epoch)
             loader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             for batch_index, batch in enumerate(batches, start=skip):
-                with accelerator.autocast():
-                    loss = model(batch)["action_loss"]
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"action_loss is {loss.item()} at step {step + 1} (epoch {epoch}, batch {batch_index} of the "
-                        f"epoch, rank {accelerator.process_index}); stopped before the optimizer step, the last "
-                        f"checkpoint in {run_dir / 'checkpoints'} is intact"
-                    )
-                accelerator.backward(loss)
-                if clip:
-                    accelerator.clip_grad_norm_(model.parameters(), float(clip))
-                optimizer.step()
+                consumed += 1
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss = model(batch)["action_loss"]
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"action_loss is {loss.item()} at step {step + 1} (epoch {epoch}, batch {batch_index} of "
+                            f"the epoch, rank {accelerator.process_index}); stopped before the optimizer step, the "
+                            f"last checkpoint in {run_dir / 'checkpoints'} is intact"
+                        )
+                    accelerator.backward(loss)
+                    micro_losses.append(loss.detach().float())
+                    if clip and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), float(clip))
+                    optimizer.step()  # accelerate's wrapper: a no-op until the last accumulated batch
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 step += 1
-                value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                value = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+                micro_losses.clear()
                 losses.append(value)
                 loss_steps.append(step)
-                progress.update(1)
+                progress_bar.update(1)
+                scalars = {"train/action_loss": value, "train/lr": scheduler.get_last_lr()[0]}
+                if step % eval_every == 0:
+                    scalars["train/action_mse"] = _action_mse(accelerator, model, batch)
                 if accelerator.is_main_process:
-                    writer.add_scalar("train/action_loss", value, step)
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                    for name, scalar in scalars.items():
+                        writer.add_scalar(name, scalar, step)
+                    wandb_log.log(scalars, step)
                     if step % log_every == 0 or step == max_steps:
-                        progress.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                        progress_bar.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                         with open(run_dir / "summary.jsonl", "a") as f:
                             f.write(json.dumps({"step": step, "action_loss": value, "lr": scheduler.get_last_lr()[0]}) + "\n")
                 if step % save_interval == 0 or step == max_steps:
@@ -221,11 +336,63 @@ def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Ac
                 if step >= max_steps:
                     break
     finally:
-        progress.close()
+        progress_bar.close()
+        for hook in hooks:
+            hook.remove()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         ckpt.atomic_save(accelerator.get_state_dict(model), run_dir / "final_model" / "pytorch_model.pt")
         writer.close()
+        wandb_log.finish()
         if losses:
             logger.info("done: %d steps, loss %.4f → %.4f; run in %s", step, losses[0], losses[-1], run_dir)
     return TrainResult(run_dir=run_dir, step=step, losses=losses)
+
+
+def _action_mse(accelerator: Accelerator, model, batch: list[dict]) -> float:
+    """``trainer.eval_interval``, as in starVLA's trainer: the mean squared error of the actions sampled for the
+    current batch against its (normalised) action chunks, averaged over processes."""
+    framework = accelerator.unwrap_model(model)
+    framework.eval()
+    try:
+        with accelerator.autocast():
+            predicted = np.asarray(framework.predict_action(batch)["normalized_actions"], dtype=np.float32)
+    finally:
+        framework.train()
+    target = np.stack([np.asarray(ex["action"], dtype=np.float32) for ex in batch])
+    mse = torch.tensor(float(np.mean((predicted - target) ** 2)), device=accelerator.device)
+    return accelerator.reduce(mse, reduction="mean").item()
+
+
+def _load_trainer_state(accelerator: Accelerator, model, model_file: Path, state_dir: Path) -> dict:
+    """Resume from a complete checkpoint. Rank 0 checks the folder's digests; every rank reads its own RNG file
+    with weights_only=True first (accelerate skips an unreadable one with an info line); accelerate's load_state
+    then restores the optimizer (its weights_only load; DeepSpeed: its shards and the model) and this process's
+    RNG states, CUDA included."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            ckpt.verify_manifest(state_dir)
+        except ValueError as err:
+            error = str(err)
+    error = broadcast_object_list([error])[0]
+    if error:
+        raise ValueError(error)
+    progress = ckpt.read_progress(state_dir)
+    if progress.get("num_processes") != accelerator.num_processes:
+        raise ValueError(f"trainer.is_resume: {state_dir} was written by {progress.get('num_processes')} processes, "
+                         f"this run has {accelerator.num_processes}; resume with the same number (data order, RNG "
+                         f"streams and optimizer shards are per process)")
+    if progress.get("gradient_accumulation_steps") != accelerator.gradient_accumulation_steps:
+        raise ValueError(f"trainer.gradient_accumulation_steps={accelerator.gradient_accumulation_steps} but "
+                         f"{state_dir} was written with {progress.get('gradient_accumulation_steps')}: resume with "
+                         f"the same value")
+    ckpt.safe_load(state_dir / f"random_states_{accelerator.process_index}.pkl")
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        accelerator.unwrap_model(model).load_state_dict(ckpt.load_state_dict(model_file), strict=True)
+    try:
+        accelerator.load_state(str(state_dir))
+    except Exception as err:
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"trainer state {state_dir} cannot be read ({type(err).__name__}: {first_line})") from None
+    return progress

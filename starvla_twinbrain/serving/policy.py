@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ..config import MAX_EXAMPLES_PER_REQUEST, MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS
+from ..config import MAX_EXAMPLES_PER_REQUEST, MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS, obs_image_size
 from ..model.prompts import InputTooLarge
 from ..normalization import unnormalize
 
@@ -84,8 +84,7 @@ class ServedPolicy:
         self.include_state = bool(select("datasets.vla_data.include_state", default=False))
         self.state_dim = int(select("framework.action_model.state_dim")) if self.include_state else None
         self.normalization = select("datasets.vla_data.normalization", default="q99")
-        size = select("datasets.vla_data.obs_image_size", default=None)
-        self.image_size = (int(size), int(size)) if isinstance(size, int) else (tuple(int(s) for s in size) if size else None)
+        self.image_size = obs_image_size(config)  # (height, width) training used; 224 for starVLA-trained runs
         if unnorm_key is not None and unnorm_key not in self.statistics:
             raise ValueError(f"unnorm_key {unnorm_key!r} is not in the run's statistics {sorted(self.statistics)}")
         self.default_unnorm_key = unnorm_key or (next(iter(self.statistics)) if len(self.statistics) == 1 else None)
@@ -111,7 +110,9 @@ class ServedPolicy:
         if bf16 and target.type != "cuda":
             logger.warning("--bf16 on %s: bfloat16 is meant for GPUs; on CPU it is slow and less precise", target)
         model = load_framework(ckpt_path)
-        model = model.to(target, dtype=torch.bfloat16 if bf16 else None)
+        # Serving precision follows the serving device and --bf16 alone, whatever the machine or the checkpoint:
+        # bf16 with --bf16, else fp32 (so `--device cpu` on a GPU machine serves fp32).
+        model = model.to(target, dtype=torch.bfloat16 if bf16 else torch.float32)
         if compile_head and model.compiled_head is None:
             model.compiled_head = InferenceCompiledDiT()
         # the run's config.yaml, as loaded
@@ -135,7 +136,7 @@ class ServedPolicy:
             "normalization": self.normalization,
             "state_statistics": {k: v["state"] for k, v in self.statistics.items() if "state" in v},
             "training_data_mix": OmegaConf.select(self.config, "datasets.vla_data.data_mix"),
-            "training_obs_image_size": list(self.image_size) if self.image_size else None,
+            "training_obs_image_size": list(self.image_size),
             "device": str(param.device),
             "dtype": str(param.dtype).replace("torch.", ""),
             "compiled_head": getattr(self.model, "compiled_head", None) is not None,

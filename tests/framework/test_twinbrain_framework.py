@@ -1,6 +1,7 @@
 """TwinBrain against starVLA's framework contract, with the local stand-in host (CI cannot install starVLA)."""
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,95 @@ def test_missing_state_when_included(model):
     del bad[1]["state"]
     with pytest.raises(ValueError, match=r"examples\[1\] have no 'state' but datasets\.vla_data\.include_state is true"):
         model(bad)
+
+
+# -------------------------------------------------------------------------- precision policy
+
+
+def test_bf16_left_meets_fp32_right_through_asymot(model):
+    """The GPU policy (dtypes only; the tensors stay on the CPU): the frozen Left in bf16, every trainable weight
+    in fp32. Where they meet, the Left's keys/values are cast to the Right's dtype: the Right's hidden states
+    equal those of an all-fp32 model holding the same (bf16-rounded) Left weights, to bf16 activation error."""
+    from starvla_twinbrain.framework.twinbrain import apply_precision_policy
+
+    mixed = apply_precision_policy(copy.deepcopy(model), "cuda").eval()
+    assert {p.dtype for p in mixed.left_brain.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in mixed.parameters() if p.requires_grad} == {torch.float32}
+    reference = copy.deepcopy(model).eval()
+    reference.left_brain.to(torch.bfloat16).float()
+    batch = examples(3, with_action=False)
+    with torch.no_grad():
+        want, _ = reference._condition(batch)
+        got, _ = mixed._condition(batch)
+    assert got.hidden_states.dtype == torch.float32
+    valid = want.attention_mask.bool()
+    error = (got.hidden_states - want.hidden_states)[valid].norm() / want.hidden_states[valid].norm()
+    assert error < 2e-2, float(error)
+
+    mixed.train()  # the compute on a GPU: bf16 autocast over the mixed weights
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = mixed(examples(3))["action_loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in mixed.left_brain.parameters())
+    grads = [p.grad for p in mixed.right_brain.parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+
+
+def test_weights_read_in_bf16_train_in_fp32(tiny_vlm, monkeypatch):
+    """On a CUDA machine the checkpoint is read in bf16; only the frozen weights keep that dtype."""
+    from starvla_twinbrain.framework import twinbrain
+
+    monkeypatch.setattr(twinbrain, "_load_dtype", lambda: torch.bfloat16)
+    built = TwinBrain(make_config(tiny_vlm, freeze_right_vision=True))
+    assert {p.dtype for p in built.left_brain.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in built.right_brain.visual.parameters()} == {torch.bfloat16}  # frozen too
+    assert {p.dtype for p in built.parameters() if p.requires_grad} == {torch.float32}
+    twinbrain.apply_precision_policy(built, "cpu")
+    assert {p.dtype for p in built.parameters()} == {torch.float32}
+
+
+# -------------------------------------------------------------------------- Left reference hash, image size
+
+
+def test_left_hash_is_computed_once_per_machine_and_only_when_needed(tiny_vlm, tmp_path, monkeypatch):
+    from starvla_twinbrain.framework import left_reference
+
+    monkeypatch.setenv(left_reference.CACHE_ENV, str(tmp_path / "cache"))
+    left_reference._cached_hash.cache_clear()
+    calls = []
+    real = left_reference._hash_files
+    monkeypatch.setattr(left_reference, "_hash_files", lambda files: calls.append(files) or real(files))
+
+    built = TwinBrain(make_config(tiny_vlm))
+    assert calls == []  # building the model reads no weight bytes for the hash
+    first = built.state_dict()[left_reference.REFERENCE_KEY]
+    assert len(calls) == 1
+    left_reference._cached_hash.cache_clear()  # a new process on the same machine: read from the cache
+    assert torch.equal(built.state_dict()[left_reference.REFERENCE_KEY], first) and len(calls) == 1
+    assert left_reference.base_checkpoint_hash(tiny_vlm) == real(left_reference._hashed_files(Path(tiny_vlm)))
+    assert len(calls) == 1  # the cached digest is the files' digest
+
+    weights = next(Path(tiny_vlm).glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # a changed file
+    left_reference.base_checkpoint_hash(tiny_vlm)
+    assert len(calls) == 2
+    copy_built = TwinBrain(make_config(tiny_vlm, left_brain_storage="copy"))
+    copy_built.state_dict()
+    assert len(calls) == 2  # a self-contained checkpoint never needs it
+
+
+@pytest.mark.parametrize("value, expected", [(None, (224, 224)), (96, (96, 96)), ([48, 64], (48, 64))])
+def test_obs_image_size_is_height_width_with_starvlas_default(value, expected):
+    from starvla_twinbrain.config import obs_image_size
+
+    cfg = OmegaConf.create({"datasets": {"vla_data": {} if value is None else {"obs_image_size": value}}})
+    assert obs_image_size(cfg) == expected
+
+
+@pytest.mark.parametrize("value", [[224], [0, 224], "224", [224.0, 224]])
+def test_bad_obs_image_size_names_the_key(value):
+    from starvla_twinbrain.config import obs_image_size
+
+    with pytest.raises(ValueError, match=r"datasets.vla_data.obs_image_size=.*expected a positive integer or \[height, width\]"):
+        obs_image_size(OmegaConf.create({"datasets": {"vla_data": {"obs_image_size": value}}}))

@@ -51,6 +51,12 @@ def test_example_contract(dataset_root, raw):
     assert "state" not in LeRobotVLADataset(dataset_root, action_horizon=T, include_state=False)[3]
 
 
+def test_image_size_is_height_width(dataset_root):
+    """datasets.vla_data.obs_image_size is (height, width), as the server and starVLA's client read it."""
+    ds = LeRobotVLADataset(dataset_root, action_horizon=T, include_state=False, image_size=(24, 40))
+    assert ds[3]["image"][0].size == (40, 24)  # PIL: (width, height)
+
+
 def test_statistics_match_the_data_and_starvla_layout(dataset_root, raw, tmp_path):
     ds = LeRobotVLADataset(dataset_root, action_horizon=T, include_state=True)
     entry = ds.statistics["synthetic"]

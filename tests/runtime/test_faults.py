@@ -5,6 +5,7 @@ training on CPU is reproducible step for step."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,15 +67,18 @@ def assert_same_run(resumed, reference) -> None:
     assert got.keys() == weights.keys()
     for key in weights:
         torch.testing.assert_close(got[key], weights[key], rtol=1e-6, atol=1e-7, msg=key)
-    final = f"checkpoints/steps_{result.step}_trainer_state.pt"  # optimizer, scheduler, step, RNG: the same too
-    got_state = ckpt.load_trainer_state(resumed.run_dir / final)
-    want_state = ckpt.load_trainer_state(result.run_dir / final)
-    assert got_state["step"] == want_state["step"] and got_state["scheduler"] == want_state["scheduler"]
+    # optimizer, scheduler, step, RNG: the same too
+    got_state = ckpt.load_trainer_state(ckpt.state_dir(resumed.run_dir, result.step))
+    want_state = ckpt.load_trainer_state(ckpt.state_dir(result.run_dir, result.step))
+    got, want = got_state["progress"], want_state["progress"]
+    assert got["step"] == want["step"] and got["scheduler"] == want["scheduler"]
+    np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-6, atol=1e-7)
     for index, a in got_state["optimizer"]["state"].items():
         b = want_state["optimizer"]["state"][index]
         for name in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-8)
-    assert torch.equal(got_state["rng"][0]["torch"], want_state["rng"][0]["torch"])  # one entry per process
+    assert len(got_state["rng"]) == 1  # one file per process
+    assert torch.equal(got_state["rng"][0]["torch_manual_seed"], want_state["rng"][0]["torch_manual_seed"])
     steps = [json.loads(line)["step"] for line in (resumed.run_dir / "summary.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), "summary.jsonl repeats steps after the resume"
 
@@ -87,7 +91,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_exactly(vlm, reference, tmp_p
     kill_when(proc, lambda: checkpoints.is_dir() and any(".tmp-" in p.name and "steps_4_" in p.name
                                                           for p in checkpoints.iterdir()))
     assert ckpt.latest_checkpoint(tmp_path / "killed")[0] == 2
-    assert not (checkpoints / "steps_4_trainer_state.pt").exists()
+    assert not ckpt.state_dir(tmp_path / "killed", 4).exists()
     resumed = run_training(vlm, tmp_path, "killed", resume=True)
     assert not list(checkpoints.glob(".*.tmp-*")), "partial files were left behind"
     assert_same_run(resumed, reference)
@@ -125,12 +129,47 @@ def test_modified_checkpoint_is_refused_naming_the_file(reference, tmp_path):
         ckpt.load_state_dict(damaged)
 
 
-def test_truncated_trainer_state_is_refused_naming_the_file(reference, tmp_path):
-    result, _ = reference
-    state = tmp_path / "steps_8_trainer_state.pt"
-    state.write_bytes((result.run_dir / "checkpoints" / state.name).read_bytes()[:500])
-    with pytest.raises(ValueError, match=r"trainer state .*steps_8_trainer_state\.pt cannot be read"):
+def copy_state(result, tmp_path) -> Path:
+    source = ckpt.state_dir(result.run_dir, result.step)
+    copy = tmp_path / source.name
+    shutil.copytree(source, copy)
+    return copy
+
+
+def test_damaged_trainer_state_is_refused_naming_the_file(reference, tmp_path):
+    state = copy_state(reference[0], tmp_path)
+    optimizer = state / "optimizer.bin"
+    optimizer.write_bytes(optimizer.read_bytes()[:500])
+    with pytest.raises(ValueError, match=r"optimizer\.bin fails its SHA-256 check"):
         ckpt.load_trainer_state(state)
+    ckpt.write_manifest(state)  # digests recomputed: the truncated file itself is refused
+    with pytest.raises(ValueError, match=r"trainer state .*optimizer\.bin cannot be read"):
+        ckpt.load_trainer_state(state)
+
+
+class RunsCode:
+    """Unpickling this calls a function: what a trainer state from an untrusted run could carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("name", ["random_states_0.pkl", "optimizer.bin"])
+def test_trainer_state_with_a_pickled_callable_is_refused(vlm, reference, tmp_path, name):
+    run = tmp_path / "untrusted"
+    shutil.copytree(reference[0].run_dir, run)
+    state = ckpt.state_dir(run, reference[0].step)
+    marker = tmp_path / "code-ran"
+    content = torch.load(state / name, weights_only=False)  # the test's own file
+    content["payload"] = RunsCode(marker)
+    torch.save(content, state / name)
+    ckpt.write_manifest(state)  # digests match: only weights_only=True stands between the file and the code
+    with pytest.raises(ValueError, match=r"trainer state .*steps_8_trainer_state.* cannot be read.*[Ww]eights.only"):
+        run_training(vlm, tmp_path, "untrusted", resume=True)
+    assert not marker.exists(), "unpickling the trainer state ran code"
 
 
 def test_training_is_reproducible_step_for_step(vlm, reference, tmp_path):

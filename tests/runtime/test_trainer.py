@@ -156,3 +156,24 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=r"steps_3_pytorch_model\.pt cannot be read"):
         ckpt.load_state_dict(path)
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_use_only_keys_the_trainer_honours(config):
+    from starvla_twinbrain.runtime.trainer import check_config_keys
+
+    check_config_keys(OmegaConf.load(config))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("trainer.gradient_acumulation_steps", 2, r"trainer.gradient_acumulation_steps is not read .*did you mean trainer.gradient_accumulation_steps"),
+    ("trainer.enable_mixed_precision_training", True, r"trainer.enable_mixed_precision_training is not read by the embedded trainer"),
+    ("datasets.vla_data.dataset_py", "oxe_rlds", r"datasets.vla_data.dataset_py='oxe_rlds': the embedded runtime supports only 'lerobot_datasets'"),
+    ("datasets.vla_data.action_type", "delta_ee", r"datasets.vla_data.action_type is read by neither"),
+    ("is_debug", True, r"is_debug=True: the embedded runtime supports only False"),
+])
+def test_keys_the_trainer_would_ignore_are_refused(qwen25, tmp_path, key, value, message):
+    cfg = make_cfg(qwen25, tmp_path, "refused")
+    OmegaConf.update(cfg, key, value, force_add=True)
+    with pytest.raises(ValueError, match=message):
+        train(cfg, learnable_examples(8))

@@ -236,3 +236,32 @@ def test_seeded_actions_are_reproducible_and_batch_independent(policy):
     np.testing.assert_allclose(first, alone[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(last, alone[0], rtol=1e-5, atol=1e-5)
     assert not np.allclose(policy.predict_action([examples[0]], seed=4)["actions"], alone)
+
+
+def test_serving_on_cpu_is_fp32_where_weights_are_read_in_bf16(run, monkeypatch):
+    """`starvla serve --device cpu` on a GPU machine (where checkpoints are read in bf16): fp32, as on any CPU."""
+    import torch
+
+    from starvla_twinbrain.framework import twinbrain
+
+    monkeypatch.setattr(twinbrain, "_load_dtype", lambda: torch.bfloat16)
+    served = ServedPolicy.from_checkpoint(run, device="cpu")
+    assert {p.dtype for p in served.model.parameters()} == {torch.float32}
+    assert served.metadata["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("size, want", [(None, (224, 224)), ([48, 64], (48, 64))])
+def test_requests_are_resized_to_the_training_image_size(policy, size, want):
+    """A starVLA-trained run has no obs_image_size in its config: its loader resized to 224, so does the server.
+    A size is (height, width) in both the config and the metadata."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(OmegaConf.to_container(policy.config))
+    del cfg.datasets.vla_data["obs_image_size"]
+    if size is not None:
+        cfg.datasets.vla_data.obs_image_size = size
+    served = ServedPolicy(policy.model, cfg, policy.statistics)
+    assert served.metadata["training_obs_image_size"] == list(want)
+    example = request_examples(1)[0]
+    example["image"] = [np.zeros((100, 150, 3), np.uint8)]
+    assert served.check_examples([example])[0]["image"][0].size == (want[1], want[0])

@@ -42,7 +42,7 @@ class TwinBrainConfig(PreTrainedConfig):
     n_action_steps: int = 16  # actions of each chunk that select_action plays before predicting again
     include_state: bool = True  # feed observation.state to the Right Brain and the head (datasets.vla_data.include_state)
     robot_type: str | None = None  # the Right Brain's "Robot Type:" prompt; None = framework.twinbrain.prompts default
-    image_size: tuple[int, int] | None = None  # resize cameras to (width, height) first, as starVLA's obs_image_size
+    image_size: tuple[int, int] | None = None  # resize cameras to (height, width) first, as starVLA's obs_image_size
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {

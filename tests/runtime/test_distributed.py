@@ -1,0 +1,76 @@
+"""Exact resume with 2 processes (gloo on CPU, through torchrun): a run interrupted after its step-3 checkpoint and
+resumed ends where the uninterrupted 2-process run ends: losses, weights, optimizer state and each process's RNG
+state (accelerate's save_state / load_state)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.runtime import checkpoint as ckpt
+
+pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime tests")
+ROOT = Path(__file__).parents[2]
+STEPS = dict(max_train_steps=6, save_interval=3, num_warmup_steps=1)
+SAMPLES, BATCH = 16, 4  # per process: 2 batches an epoch, so the run crosses epochs
+
+
+def launch(vlm: str, root: Path, run_id: str, resume: bool, stop: int = 0) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "tests.runtime.test_distributed", vlm, str(root), run_id, str(int(resume)), str(stop)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory):
+    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
+
+    return str(make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-Qwen2.5-VL", family="qwen2_5_vl"))
+
+
+@pytest.mark.slow
+def test_two_process_run_resumes_exactly(vlm, tmp_path):
+    straight = launch(vlm, tmp_path, "straight", resume=False)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    # Each process dies fetching its 5th batch (accelerate reads one ahead: during step 4), after the step-3 save.
+    killed = launch(vlm, tmp_path, "resumed", resume=False, stop=4 * BATCH)
+    assert killed.returncode != 0 and "Interrupt" in killed.stderr
+    assert ckpt.latest_checkpoint(tmp_path / "resumed")[0] == 3
+    resumed = launch(vlm, tmp_path, "resumed", resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    want = ckpt.load_trainer_state(ckpt.state_dir(tmp_path / "straight", 6))
+    got = ckpt.load_trainer_state(ckpt.state_dir(tmp_path / "resumed", 6))
+    assert got["progress"]["num_processes"] == 2 and len(got["rng"]) == 2
+    np.testing.assert_allclose(got["progress"]["losses"], want["progress"]["losses"], rtol=1e-6, atol=1e-7)
+    assert got["progress"]["scheduler"] == want["progress"]["scheduler"]
+    for rank in range(2):  # every process continued its own RNG streams
+        for key in ("torch_manual_seed", "numpy_random_seed", "random_state"):
+            assert str(got["rng"][rank][key]) == str(want["rng"][rank][key]), (rank, key)
+    assert not torch.equal(got["rng"][0]["torch_manual_seed"], got["rng"][1]["torch_manual_seed"])  # seed + rank
+    for index, a in got["optimizer"]["state"].items():
+        for name in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(a[name], want["optimizer"]["state"][index][name], rtol=1e-5, atol=1e-8)
+    a = ckpt.load_state_dict(tmp_path / "straight" / "final_model" / "pytorch_model.pt")
+    b = ckpt.load_state_dict(tmp_path / "resumed" / "final_model" / "pytorch_model.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+if __name__ == "__main__":  # one process of the torchrun launch
+    from starvla_twinbrain.runtime.trainer import train
+    from tests.runtime.test_trainer import InterruptAt, learnable_examples, make_cfg
+
+    vlm_path, root, run_id, resume, stop = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
+    torch.set_num_threads(1)
+    data = learnable_examples(SAMPLES)
+    cfg = make_cfg(vlm_path, root, run_id, is_resume=resume, **STEPS)
+    cfg.datasets.vla_data.per_device_batch_size = BATCH
+    train(cfg, InterruptAt(data, stop) if stop else data)
