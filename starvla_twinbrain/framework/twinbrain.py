@@ -324,6 +324,7 @@ def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metada
 def _check_left_reference(module: TwinBrain, state_dict, prefix, *args):
     tensor = state_dict.pop(prefix + left_reference.REFERENCE_KEY, None)
     module._loaded_left_by_reference = tensor is not None
+    module._loaded_with_prefix = prefix  # TwinBrain may sit inside another module (e.g. LeRobot's policy: "model.")
     if tensor is not None:
         reference = left_reference.decode_reference(tensor)
         left_reference.check_reference(reference, module.twin.backbone.base_vlm, module.left_brain_sha256)
@@ -348,7 +349,7 @@ def _check_state_path(module: TwinBrain, state_dict, prefix, local_metadata, str
 
 def _accept_left_by_reference(module: TwinBrain, incompatible_keys):
     if getattr(module, "_loaded_left_by_reference", False):
-        left = left_reference.LEFT_PREFIX
+        left = getattr(module, "_loaded_with_prefix", "") + left_reference.LEFT_PREFIX
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(left)]
 
 

@@ -16,7 +16,6 @@ from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor
 
-from starvla_twinbrain.framework import left_reference
 from starvla_twinbrain.framework.twinbrain import TwinBrain
 from starvla_twinbrain.model.prompts import image_tensor_to_pil
 
@@ -63,7 +62,6 @@ class TwinBrainPolicy(PreTrainedPolicy):
         # kwargs: make_policy also passes dataset_stats / dataset_meta; LeRobot's processors do the normalisation.
         super().__init__(config)
         self.model = TwinBrain(config.framework_config())
-        self.register_load_state_dict_post_hook(_accept_left_by_reference)
         self.reset()
 
     def reset(self):
@@ -99,11 +97,3 @@ class TwinBrainPolicy(PreTrainedPolicy):
             chunk = self.predict_action_chunk(batch, seed=seed)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))  # queue of [B, action_dim], in time order
         return self._action_queue.popleft()
-
-
-def _accept_left_by_reference(policy: TwinBrainPolicy, incompatible_keys) -> None:
-    """The Left Brain was loaded from the base checkpoint, not from the file: not a missing key. TwinBrain's own
-    hook does this for unprefixed names only (TwinBrain as the top-level module); here it sits under ``model.``."""
-    if getattr(policy.model, "_loaded_left_by_reference", False):
-        left = "model." + left_reference.LEFT_PREFIX
-        incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(left)]
