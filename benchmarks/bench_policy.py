@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import resource
@@ -71,7 +72,9 @@ class SingleBrainVLA(nn.Module):
         if twin.options.freeze_right_vision:
             self.vlm.visual.requires_grad_(False)
         self.prompts = PromptBuilder(load_processor(vlm), twin.backbone.prompts)
-        self.action_model = build_action_head(cfg, twin, text_hidden_size(stock))
+        # QwenGR00T gives the state to the head's own state token (TwinBrain's state_into: head)
+        head_twin = dataclasses.replace(twin, options=dataclasses.replace(twin.options, state_into="head"))
+        self.action_model = build_action_head(cfg, head_twin, text_hidden_size(stock))
         self.repeats = int(twin.action_model["repeated_diffusion_steps"])
         self.compiled_head = InferenceCompiledDiT() if twin.options.compile_action_head else None
 
