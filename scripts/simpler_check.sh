@@ -7,6 +7,7 @@
 #   (default: a tiny untrained TwinBrain, made here with unnorm_key oxe_bridge, 7-d actions, 224x224 images; its
 #   synthetic training actions are +-1, so its actions are scaled by ACTION_SCALE, default 0.02, to Bridge's
 #   centimetres; with CKPT the default is 1, as starVLA runs). EPISODE_LENGTH: starvla (120 steps) | simpler_env.
+#   UNNORM_KEY: the statistics key the client asks for (default oxe_bridge, starVLA's Bridge key).
 #   DEVICE: the server's (default cpu). PORT: default 10095.
 # It serves the checkpoint (saving every image it receives), runs one episode of each of the four Bridge tasks
 # through `starvla eval simpler_env` (eval/simpler_env/run_bridge.py --record), and checks with
@@ -73,7 +74,8 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 echo "== one episode of each Bridge task: starvla eval simpler_env (eval/simpler_env/run_bridge.py), $EPISODE_LENGTH lengths"
 start=$(date +%s)
 "$PY" -m starvla_twinbrain.cli eval simpler_env --python "$SIMPLER_PY" --port "$PORT" -- --out "$WORK/results" \
-    --record "$WORK/record" --episodes 1 --repeats 1 --episode-length "$EPISODE_LENGTH" --action-scale "$ACTION_SCALE"
+    --record "$WORK/record" --episodes 1 --repeats 1 --episode-length "$EPISODE_LENGTH" --action-scale "$ACTION_SCALE" \
+    --unnorm-key "${UNNORM_KEY:-oxe_bridge}"
 echo "four episodes in $(( $(date +%s) - start )) s, with building the four envs; server $(grep -m1 '^metadata' "$WORK/serve.log")"
 
 echo "== checks"
