@@ -155,19 +155,24 @@ class DualBrainBackbone(nn.Module):
     # ------------------------------------------------------------------ attention backend
     @property
     def backend(self) -> Backend:
-        """The joint-attention backend for the device and dtype the weights have now.
+        """The joint-attention backend for the device the weights are on and the dtype attention computes in now.
 
         Resolved (and logged) once per change of device or dtype, so a model built on CPU and moved to a GPU by its
         host (starVLA, accelerate) gets the GPU's backend at its first forward. Cheap: one parameter is looked at.
         """
         param = next(self.right_brain.parameters())
-        placement = (param.device, param.dtype)
+        # The dtype attention computes in: the autocast dtype where the host runs under autocast (fp32 trainable
+        # weights with bf16 autocast on a GPU, the precision policy), else the weights' own.
+        dtype = param.dtype
+        if torch.is_autocast_enabled(param.device.type):
+            dtype = torch.get_autocast_dtype(param.device.type)
+        placement = (param.device, dtype)
         if placement != self._backend_for:
-            backend = resolve_backend(self.config.attn_implementation, param.device, param.dtype)
+            backend = resolve_backend(self.config.attn_implementation, param.device, dtype)
             self._use_backend(backend)
             self._backend_for = placement
-            logger.info("TwinBrain joint attention: %s (weights on %s in %s; vision towers: %s)",
-                        backend, param.device, param.dtype, stock_backend(backend))
+            logger.info("TwinBrain joint attention: %s (weights on %s, computing in %s; vision towers: %s)",
+                        backend, param.device, dtype, stock_backend(backend))
         return self._backend
 
     def set_attn_implementation(self, requested: str | None) -> None:

@@ -166,6 +166,29 @@ def test_backend_follows_the_weights_device_and_dtype(tiny_vlm, monkeypatch, cap
     assert torch.equal(got.hidden_states, want.hidden_states)
 
 
+def test_backend_follows_the_autocast_dtype(tiny_vlm, monkeypatch):
+    """fp32 trainable weights under bf16 autocast (the precision policy on a GPU) compute attention in bf16: the
+    backend is chosen for bf16 (what flash-attn needs), not for the fp32 master weights."""
+    from starvla_twinbrain.model import dual_brain
+
+    seen = []
+    real = dual_brain.resolve_backend
+
+    def recording(requested, device, dtype):
+        seen.append(dtype)
+        return real(requested, device, dtype)
+
+    monkeypatch.setattr(dual_brain, "resolve_backend", recording)
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    inputs = prepare(backbone, SAMPLES[:1])
+    with torch.no_grad():
+        backbone(inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            backbone(inputs)
+        backbone(inputs)
+    assert seen == [torch.float32, torch.bfloat16, torch.float32]
+
+
 def test_flex_training_on_cpu_is_refused(tiny_vlm):
     backbone = build(tiny_vlm, attn_implementation="flex_attention")
     out = None
