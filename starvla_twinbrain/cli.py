@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a policy from a starVLA YAML", description=TRAIN_DESCRIPTION + "\n" + _mode_line(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", required=True, help="starVLA-style YAML (e.g. configs/tiny_cpu.yaml)")
-    train.add_argument("--framework", default="TwinBrain", help="framework.name (default TwinBrain; aliases: twinbrain)")
+    train.add_argument("--framework", default="TwinBrain", help="framework.name (default TwinBrain, any case: twinbrain, twin_brain)")
     train.add_argument("--num-processes", type=int, default=1, help="starVLA mode: processes for accelerate launch")
     train.add_argument("--accelerate-config", default="starVLA/config/deepseeds/deepspeed_zero2.yaml",
                        help="starVLA mode: accelerate config (relative to the starVLA checkout); '' for none")

@@ -33,7 +33,7 @@ def _initializing(module) -> bool:
 
 
 def register_framework(base_framework=None) -> None:
-    """TwinBrain (and its aliases) into starVLA's ``FRAMEWORK_REGISTRY``."""
+    """TwinBrain into starVLA's ``FRAMEWORK_REGISTRY`` (found under any spelling of its name)."""
     if _initializing(sys.modules.get("starvla_twinbrain")):
         return  # importing this package is what loaded starVLA; the package registers TwinBrain when it has loaded
     from .framework import register, twinbrain
@@ -85,12 +85,12 @@ def _is_twinbrain_checkpoint(ckpt_path) -> bool:
 
     from starVLA.model.framework.share_tools import read_mode_config
 
-    from .framework.twinbrain import ALIASES, REGISTRY_NAME
+    from .framework.twinbrain import is_twinbrain_name
 
     if not os.path.isfile(ckpt_path):
         return False  # not a local run's checkpoint: starVLA reports what is wrong with it
     model_config, _ = read_mode_config(str(ckpt_path))
-    return model_config.get("framework", {}).get("name") in (REGISTRY_NAME, *ALIASES)
+    return is_twinbrain_name(model_config.get("framework", {}).get("name"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from eval.simpler_env.client_common import STARVLA_SAMPLING_KWARGS, resize_area
+from eval.common.client import STARVLA_SAMPLING_KWARGS, resize_area
 
 # GR1 arms + waist + Fourier hands: the joint groups, in the order of both the state and the action vector.
 JOINT_GROUPS = {"left_arm": 7, "right_arm": 7, "left_hand": 6, "right_hand": 6, "waist": 3}

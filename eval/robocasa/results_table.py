@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from eval.simpler_env.results_table import load_results, markdown_table
+from eval.common.results import load_results, markdown_table
 
 from .tasks import TASKS, short_name
 

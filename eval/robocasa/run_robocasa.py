@@ -20,8 +20,8 @@ import numpy as np
 
 from starvla_twinbrain.serving.client import PolicyClient
 
-from eval.simpler_env.client_common import record_episodes
-from eval.simpler_env.results_table import load_results, markdown_table
+from eval.common.client import record_episodes
+from eval.common.results import load_results, markdown_table
 
 from .gr1_client import GR1Policy
 from .tasks import TASKS, short_name

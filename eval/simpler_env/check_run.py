@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results_table import load_results, markdown_table
+from eval.common.results import load_results, markdown_table
 from .tasks import EPISODE_LENGTHS, TASKS, episode_steps
 
 IMAGE_SIZE = (224, 224)

@@ -25,9 +25,9 @@ from websockets.exceptions import ConnectionClosed
 
 from starvla_twinbrain.serving.client import PolicyClient
 
-from .client_common import record_episodes
+from eval.common.client import record_episodes
 from .recording import EpisodeRecorder
-from .results_table import load_results, markdown_table
+from eval.common.results import load_results, markdown_table
 from .tasks import EPISODE_LENGTHS, STARVLA_STEPS, TASKS, BridgeTask, episode_steps
 from .widowx_client import BRIDGE_UNNORM_KEY, WidowXPolicy
 

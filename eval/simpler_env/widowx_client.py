@@ -16,7 +16,7 @@ from collections import deque
 
 import numpy as np
 
-from .client_common import STARVLA_SAMPLING_KWARGS, resize_area
+from eval.common.client import STARVLA_SAMPLING_KWARGS, resize_area
 
 BRIDGE_UNNORM_KEY = "oxe_bridge"
 BRIDGE_ACTION_DIM = 7  # xyz delta, roll/pitch/yaw delta, gripper openness (1 = open, 0 = closed)

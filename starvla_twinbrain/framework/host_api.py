@@ -27,12 +27,17 @@ class LocalRegistry:
         return decorator
 
     def __getitem__(self, name: str) -> type:
-        if name not in self._registry:
-            raise KeyError(f"framework.name={name!r} is not registered; registered: {', '.join(sorted(self._registry))}")
-        return self._registry[name]
+        try:
+            return self._registry[name]
+        except KeyError:
+            raise KeyError(f"framework.name={name!r} is not registered; registered: {', '.join(sorted(self._registry))}") from None
 
     def __contains__(self, name: str) -> bool:
-        return name in self._registry
+        try:
+            self._registry[name]
+        except KeyError:
+            return False
+        return True
 
 
 class LocalBaseFramework(PreTrainedModel):

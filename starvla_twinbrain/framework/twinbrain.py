@@ -30,7 +30,21 @@ from .host_api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
 logger = logging.getLogger(__name__)
 
 REGISTRY_NAME = "TwinBrain"
-ALIASES = ("twinbrain", "Twinbrain", "TWINBRAIN", "twin_brain")
+
+
+def is_twinbrain_name(name) -> bool:
+    """``framework.name`` spells TwinBrain: any case, with or without ``_`` / ``-`` (``twinbrain``, ``twin_brain``)."""
+    return isinstance(name, str) and name.replace("_", "").replace("-", "").lower() == REGISTRY_NAME.lower()
+
+
+class _TwinBrainSpellings(dict):
+    """A registry's name → class dict in which any spelling of TwinBrain finds it (``dict.__missing__``: only names
+    not registered as such reach it, so every other framework's lookup is unchanged)."""
+
+    def __missing__(self, name):
+        if is_twinbrain_name(name) and REGISTRY_NAME in self:
+            return dict.__getitem__(self, REGISTRY_NAME)
+        raise KeyError(name)
 
 
 def _load_dtype() -> torch.dtype:
@@ -358,8 +372,10 @@ def register() -> None:
     different class registered under the same name."""
     from .host_api import FRAMEWORK_REGISTRY
 
-    for name in (REGISTRY_NAME, *ALIASES):
-        existing = FRAMEWORK_REGISTRY._registry.get(name)
-        if existing is not None and existing is not TwinBrain:
-            raise RuntimeError(f"framework name {name!r} is already registered to {existing.__module__}.{existing.__name__}")
-        FRAMEWORK_REGISTRY.register(name)(TwinBrain)
+    existing = FRAMEWORK_REGISTRY._registry.get(REGISTRY_NAME)
+    if existing is not None and existing is not TwinBrain:
+        raise RuntimeError(f"framework name {REGISTRY_NAME!r} is already registered to "
+                           f"{existing.__module__}.{existing.__name__}")
+    FRAMEWORK_REGISTRY.register(REGISTRY_NAME)(TwinBrain)
+    if not isinstance(FRAMEWORK_REGISTRY._registry, _TwinBrainSpellings):  # starVLA looks names up with []
+        FRAMEWORK_REGISTRY._registry = _TwinBrainSpellings(FRAMEWORK_REGISTRY._registry)

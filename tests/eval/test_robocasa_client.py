@@ -8,7 +8,7 @@ import pytest
 
 from eval.robocasa import run_robocasa
 from eval.robocasa.gr1_client import GR1Policy, split_actions, state_features
-from eval.simpler_env.results_table import markdown_table
+from eval.common.results import markdown_table
 from eval.robocasa.tasks import TASKS, short_name
 from starvla_twinbrain.serving.client import PolicyClient
 from tests.eval.fake_policy import RecordingPolicy, served

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from eval.simpler_env import check_run, run_bridge
-from eval.simpler_env.client_common import resize_area
+from eval.common.client import resize_area
 from eval.simpler_env.recording import EpisodeRecorder
 from eval.simpler_env.tasks import TASKS, episode_steps
 from eval.simpler_env.widowx_client import WidowXPolicy

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from eval.simpler_env import run_bridge
-from eval.simpler_env.client_common import resize_area
-from eval.simpler_env.results_table import markdown_table, success_by_task
+from eval.common.client import resize_area
+from eval.common.results import markdown_table, success_by_task
 from eval.simpler_env.tasks import TASKS
 from eval.simpler_env.widowx_client import AdaptiveEnsembler, WidowXPolicy, euler_to_axis_angle, gripper_command
 from starvla_twinbrain.serving.client import PolicyClient

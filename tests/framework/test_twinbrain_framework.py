@@ -45,23 +45,27 @@ def model(tiny_vlm):
     return TwinBrain(make_config(tiny_vlm))
 
 
-def test_registered_under_name_and_aliases():
+def test_registered_once_and_found_under_any_spelling():
     register()
     register()  # idempotent
-    for name in ("TwinBrain", "twinbrain", "TWINBRAIN"):
+    assert [name for name, cls in FRAMEWORK_REGISTRY._registry.items() if cls is TwinBrain] == ["TwinBrain"]
+    for name in ("TwinBrain", "twinbrain", "TWINBRAIN", "twin_brain", "Twin-Brain", "tWiNbRaIn"):
         assert FRAMEWORK_REGISTRY[name] is TwinBrain
+    for name in ("twinbrains", "twin brain", "QwenGR00T_twinbrain"):
+        with pytest.raises(KeyError):
+            FRAMEWORK_REGISTRY[name]
 
 
 def test_register_refuses_to_overwrite_another_class():
     class Other:
         pass
 
-    FRAMEWORK_REGISTRY._registry["twin_brain"] = Other
+    FRAMEWORK_REGISTRY._registry["TwinBrain"] = Other
     try:
         with pytest.raises(RuntimeError, match="already registered"):
             register()
     finally:
-        FRAMEWORK_REGISTRY._registry["twin_brain"] = TwinBrain
+        FRAMEWORK_REGISTRY._registry["TwinBrain"] = TwinBrain
 
 
 def test_submodule_paths(model):

@@ -1,5 +1,5 @@
-"""Pieces both simulator clients share (the RoboCasa client imports them too): image resizing as starVLA's clients
-do it, the sampling fields starVLA's clients put in every request, and the resumable results file. numpy only."""
+"""Pieces both simulator clients share: image resizing as starVLA's clients do it, the sampling fields starVLA's
+clients put in every request, and the resumable results file. numpy only."""
 
 from __future__ import annotations
 
