@@ -1,11 +1,10 @@
-"""Session fixtures: tiny random Qwen2.5-VL / Qwen3-VL checkpoints built locally (no network)."""
+"""Session fixtures, built locally (no network): tiny random Qwen2.5-VL / Qwen3-VL checkpoints and a tiny trained
+run. The plain builders they use (examples, configs, images) are in ``tests/factories.py``."""
 
 import pytest
-import torch
-from PIL import Image
 
 from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-
+from tests.factories import learnable_examples, make_cfg, serving_statistics
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,6 +35,18 @@ def tiny_vlm(request, tmp_path_factory) -> str:
     return str(out)
 
 
-def random_image(seed: int, size: int = 56) -> Image.Image:
-    g = torch.Generator().manual_seed(seed)
-    return Image.fromarray(torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8).numpy())
+@pytest.fixture(scope="session")
+def qwen25(tmp_path_factory) -> str:
+    """One tiny Qwen2.5-VL (seed 0) for the tests that need a single family; read-only, shared by the session."""
+    return str(make_tiny_vlm(tmp_path_factory.mktemp("vlm") / FAMILY_DIRS["qwen2_5_vl"], family="qwen2_5_vl", seed=0))
+
+
+@pytest.fixture(scope="session")
+def trained_run(qwen25, tmp_path_factory):
+    """``final_model/pytorch_model.pt`` of a 2-step embedded run on ``learnable_examples(8)``, with statistics in
+    which un-normalising is not the identity (``serving_statistics``)."""
+    from starvla_twinbrain.runtime.trainer import train
+
+    data = learnable_examples(8)
+    cfg = make_cfg(qwen25, tmp_path_factory.mktemp("run"), "served", max_train_steps=2, save_interval=100)
+    return train(cfg, data, serving_statistics(data)).run_dir / "final_model" / "pytorch_model.pt"

@@ -32,3 +32,16 @@ def test_importing_the_model_core_loads_no_host():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_test_modules_share_builders_through_factories_not_through_each_other():
+    """Shared builders live in tests/factories.py and tests/references.py, fixtures in conftest.py: a test module
+    that imports from another test module (or from conftest) couples two test files."""
+    offenders = []
+    for file in (Path(__file__).parent).rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tests."):
+                last = node.module.rsplit(".", 1)[-1]
+                if last.startswith("test_") or last == "conftest":
+                    offenders.append(f"{file.relative_to(file.parents[1])}: from {node.module} import ...")
+    assert not offenders, offenders

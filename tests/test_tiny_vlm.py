@@ -9,7 +9,7 @@ from starvla_twinbrain.cli import main as cli_main
 from starvla_twinbrain.model.processing import family_of, load_processor
 from starvla_twinbrain.model.qwen_compat import load_vlm
 from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-from tests.conftest import random_image
+from tests.factories import random_image
 
 
 def test_tokenizer_and_config_agree(tiny_vlm):

@@ -2,7 +2,6 @@
 simulator, so the client process is replaced by a recorder)."""
 
 import subprocess
-import sys
 
 import pytest
 

@@ -13,7 +13,7 @@ from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
 from starvla_twinbrain.runtime.trainer import train
 from starvla_twinbrain.serving.policy import ServedPolicy
 from starvla_twinbrain.serving.server import PolicyServer
-from tests.runtime.test_trainer import make_cfg
+from tests.factories import make_cfg
 
 ROOT = Path(__file__).parents[2]
 SIM_PYTHON = ROOT / ".venv-sim" / "bin" / "python"

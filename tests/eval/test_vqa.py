@@ -9,9 +9,7 @@ import torch
 from eval.vqa.evaluate import BaseModel, evaluate, exact_match, load_questions, main, normalize_answer
 from eval.vqa.make_set import make_vqa_set
 from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
-from starvla_twinbrain.runtime.trainer import train
 from starvla_twinbrain.serving.policy import ServedPolicy
-from tests.runtime.test_trainer import learnable_examples, make_cfg
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime run")
 
@@ -52,14 +50,8 @@ def test_bad_question_file_names_the_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-
-    root = tmp_path_factory.mktemp("vqa")
-    vlm = str(make_tiny_vlm(root / "tiny-Qwen2.5-VL", family="qwen2_5_vl"))
-    data = learnable_examples(8)
-    result = train(make_cfg(vlm, root, "vqa", max_train_steps=2, save_interval=100), data)
-    return result.run_dir / "final_model" / "pytorch_model.pt"
+def checkpoint(trained_run):
+    return trained_run
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 
 from starvla_twinbrain.framework import TwinBrain
 from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
-from tests.framework.test_twinbrain_framework import examples, make_config
+from tests.factories import examples, make_config
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="stand-in host tests; the real starVLA is checked separately")
 

@@ -11,33 +11,9 @@ from omegaconf import OmegaConf
 
 from starvla_twinbrain.framework import TwinBrain, register
 from starvla_twinbrain.framework.host_api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
-from tests.conftest import random_image
+from tests.factories import ACTION_DIM, HORIZON, examples, make_config
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="stand-in host tests; the real starVLA is checked separately")
-
-ACTION_DIM, STATE_DIM, HORIZON = 7, 5, 4
-
-
-def make_config(base_vlm: str, **twinbrain) -> "OmegaConf":
-    cfg = OmegaConf.load(Path(__file__).parents[2] / "configs" / "tiny_cpu.yaml")
-    cfg.framework.qwenvl.base_vlm = base_vlm
-    cfg.framework.action_model.state_dim = STATE_DIM
-    cfg.framework.action_model.action_horizon = HORIZON
-    cfg.framework.twinbrain = OmegaConf.merge(cfg.framework.twinbrain, twinbrain)
-    return cfg
-
-
-def examples(n=3, seed=0, with_action=True):
-    g = np.random.default_rng(seed)
-    out = []
-    for b in range(n):
-        ex = {"image": [random_image(seed + b)], "lang": ["pick up the block", "open the drawer", "stack cups"][b % 3],
-              "state": g.standard_normal((1, STATE_DIM)).astype(np.float16)}
-        if with_action:
-            ex["action"] = g.uniform(-1, 1, (HORIZON, ACTION_DIM)).astype(np.float16)
-        out.append(ex)
-    return out
-
 
 @pytest.fixture(scope="module")
 def model(tiny_vlm):

@@ -17,7 +17,7 @@ pytest.importorskip("starVLA")
 import starvla_twinbrain  # noqa: E402,F401  (registers TwinBrain)
 from starvla_twinbrain.framework import twinbrain as twinbrain_module  # noqa: E402
 from starvla_twinbrain.model.action_head import ActionHeadConfig, FlowMatchingActionHead  # noqa: E402
-from tests.conftest import random_image  # noqa: E402
+from tests.factories import random_image  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 STATE_DIM, HORIZON, ACTION_DIM = 7, 4, 7
@@ -34,13 +34,6 @@ def examples(n=2, seed=0):
     return [{"image": [random_image(seed + b)], "lang": "pick up the block",
              "state": g.standard_normal((1, STATE_DIM)).astype(np.float16),
              "action": g.uniform(-1, 1, (HORIZON, ACTION_DIM)).astype(np.float16)} for b in range(n)]
-
-
-@pytest.fixture(scope="module")
-def qwen25(tmp_path_factory):
-    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-
-    return str(make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-Qwen2.5-VL", family="qwen2_5_vl", seed=0))
 
 
 def test_import_registers_twinbrain_in_starvla():

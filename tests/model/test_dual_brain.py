@@ -8,7 +8,7 @@ from starvla_twinbrain.model.asymot_attention import AsyMoTContext
 from starvla_twinbrain.model.dual_brain import DualBrainBackbone
 from starvla_twinbrain.model.processing import family_of
 from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
-from tests.conftest import random_image
+from tests.factories import random_image
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 STATE_DIM = 5

@@ -5,7 +5,7 @@ import torch
 
 from starvla_twinbrain.model.asymot_attention import flash_attn_available, joint_attention_varlen
 from starvla_twinbrain.model.asymot_masks import varlen_index
-from tests.model.test_asymot_attention import make_case, reference_joint_attention
+from tests.references import make_case, reference_joint_attention
 
 pytestmark = [
     pytest.mark.gpu,

@@ -95,7 +95,7 @@ def test_chat_question_over_the_limit_is_refused_before_generating(tiny_vlm, mon
 
 @pytest.mark.skipif(STARVLA_AVAILABLE, reason="stand-in host")
 def test_training_refuses_an_over_long_row_naming_episode_and_frame_or_truncates_when_configured(tiny_vlm):
-    from tests.framework.test_twinbrain_framework import examples, make_config
+    from tests.factories import examples, make_config
 
     from starvla_twinbrain.framework import TwinBrain
 

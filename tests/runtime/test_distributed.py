@@ -1,7 +1,9 @@
-"""Exact resume with 2 processes (gloo on CPU, through torchrun): a run interrupted after its step-3 checkpoint and
+"""2 processes (gloo on CPU, through torchrun). Exact resume: a run interrupted after its step-3 checkpoint and
 resumed ends where the uninterrupted 2-process run ends: losses, weights, optimizer state and each process's RNG
-state (accelerate's save_state / load_state)."""
+state (accelerate's save_state / load_state). Data parallelism: 2 processes × batch 4 train as 1 process × batch 8
+on the same samples (losses and weights), once the flow-matching noise is a function of each sample."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -20,18 +22,35 @@ STEPS = dict(max_train_steps=6, save_interval=3, num_warmup_steps=1)
 SAMPLES, BATCH = 16, 4  # per process: 2 batches an epoch, so the run crosses epochs
 
 
-def launch(vlm: str, root: Path, run_id: str, resume: bool, stop: int = 0) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tests.runtime.test_distributed", vlm, str(root), run_id, str(int(resume)), str(stop)]
+def launch(vlm: str, root: Path, run_id: str, resume: bool, stop: int = 0, processes: int = 2, batch: int = BATCH,
+           noise_per_sample: bool = False) -> subprocess.CompletedProcess:
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
+    command = [sys.executable, *launcher, "-m", "tests.runtime.test_distributed", vlm, str(root), run_id,
+               str(int(resume)), str(stop), str(batch), str(int(noise_per_sample))]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def vlm(tmp_path_factory):
-    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
+def noise_from_each_sample(head_class) -> None:
+    """The head's noise and time drawn from each sample's own action values instead of the process's RNG, so a
+    sample gets the same draw whichever process and batch it lands in (the 1- vs 2-process comparison)."""
+    forward = head_class.forward
 
-    return str(make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-Qwen2.5-VL", family="qwen2_5_vl"))
+    def seeded(self, condition, actions, *args, **kwargs):
+        noise, t = [], []
+        for sample in actions.detach().float().cpu():
+            digest = hashlib.sha256(sample.numpy().tobytes()).digest()  # not hash(): salted per process
+            g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
+            noise.append(torch.randn(sample.shape, generator=g))
+            t.append(torch.rand((), generator=g))
+        return forward(self, condition, actions, *args, noise=torch.stack(noise), t=torch.stack(t), **kwargs)
+
+    head_class.forward = seeded
+
+
+@pytest.fixture(scope="module")
+def vlm(qwen25):
+    return qwen25
 
 
 @pytest.mark.slow
@@ -64,13 +83,37 @@ def test_two_process_run_resumes_exactly(vlm, tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=1e-6, atol=1e-7, msg=key)
 
 
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_with_the_global_batch(vlm, tmp_path):
+    # Accelerate deals the loader's batches of 4 to the processes in turn, so step k of the 2-process run sees
+    # batches 2k and 2k+1 of the shared permutation: the samples of batch k of a 1-process run with batch 8.
+    two = launch(vlm, tmp_path, "two", resume=False, noise_per_sample=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch(vlm, tmp_path, "one", resume=False, processes=1, batch=2 * BATCH, noise_per_sample=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    want = ckpt.load_trainer_state(ckpt.state_dir(tmp_path / "one", 6))["progress"]["losses"]
+    got = ckpt.load_trainer_state(ckpt.state_dir(tmp_path / "two", 6))["progress"]["losses"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # the mean over processes = the mean over 8
+    a = ckpt.load_state_dict(tmp_path / "one" / "final_model" / "pytorch_model.pt")
+    b = ckpt.load_state_dict(tmp_path / "two" / "final_model" / "pytorch_model.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert len(set(np.round(want, 6))) == len(want)  # every step's loss differs: the runs trained, not stood still
+
+
 if __name__ == "__main__":  # one process of the torchrun launch
     from starvla_twinbrain.runtime.trainer import train
-    from tests.runtime.test_trainer import InterruptAt, learnable_examples, make_cfg
+    from tests.factories import InterruptAt, learnable_examples, make_cfg
 
     vlm_path, root, run_id, resume, stop = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
+    batch, noise_per_sample = int(sys.argv[6]), sys.argv[7] == "1"
     torch.set_num_threads(1)
+    if noise_per_sample:
+        from starvla_twinbrain.model.action_head import FlowMatchingActionHead
+
+        noise_from_each_sample(FlowMatchingActionHead)
     data = learnable_examples(SAMPLES)
     cfg = make_cfg(vlm_path, root, run_id, is_resume=resume, **STEPS)
-    cfg.datasets.vla_data.per_device_batch_size = BATCH
+    cfg.datasets.vla_data.per_device_batch_size = batch
     train(cfg, InterruptAt(data, stop) if stop else data)

@@ -19,7 +19,7 @@ import torch
 from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
 from starvla_twinbrain.runtime import checkpoint as ckpt
 from starvla_twinbrain.runtime.trainer import train
-from tests.runtime.test_trainer import learnable_examples, make_cfg
+from tests.factories import learnable_examples, make_cfg
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime tests")
 ROOT = Path(__file__).parents[2]
@@ -31,10 +31,8 @@ def run_training(vlm: str, root: Path, run_id: str, resume: bool = False):
 
 
 @pytest.fixture(scope="module")
-def vlm(tmp_path_factory):
-    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-
-    return str(make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-Qwen2.5-VL", family="qwen2_5_vl"))
+def vlm(qwen25):
+    return qwen25
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from starvla_twinbrain.framework.host_api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
-from starvla_twinbrain.framework.twinbrain import apply_precision_policy
 from starvla_twinbrain.runtime import checkpoint as ckpt
-from starvla_twinbrain.runtime.trainer import check_config_keys, train
+from starvla_twinbrain.runtime.trainer import train
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime tests")
 

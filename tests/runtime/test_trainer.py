@@ -6,70 +6,14 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from PIL import Image
 
 from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
 from starvla_twinbrain.model.qwen_compat import load_vlm
 from starvla_twinbrain.runtime import checkpoint as ckpt
 from starvla_twinbrain.runtime.trainer import NonFiniteLossError, train
+from tests.factories import DIM, HORIZON, Interrupt, InterruptAt, learnable_examples, make_cfg
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime tests")
-
-HORIZON, DIM = 4, 7
-COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.uint8)
-
-
-def learnable_examples(n: int, seed: int = 0) -> list[dict]:
-    """The action chunk is a function of the image colour and the state: learnable from the observation."""
-    g = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        c = i % len(COLOURS)
-        state = g.uniform(-1, 1, (1, DIM)).astype(np.float32)
-        base = (COLOURS[c] / 255.0 * 1.6 - 0.8).repeat(3)[:DIM]
-        action = np.stack([0.5 * base + 0.4 * state[0] * (t + 1) / HORIZON for t in range(HORIZON)])
-        out.append({"image": [Image.new("RGB", (56, 56), tuple(int(v) for v in COLOURS[c]))],
-                    "lang": ["pick up the red block", "push the green cube", "open the blue drawer", "lift"][c],
-                    "state": state.astype(np.float16), "action": action.astype(np.float16)})
-    return out
-
-
-def make_cfg(base_vlm: str, run_root: Path, run_id: str, **trainer) -> "OmegaConf":
-    cfg = OmegaConf.load(Path(__file__).parents[2] / "configs" / "tiny_cpu.yaml")
-    cfg.framework.qwenvl.base_vlm = base_vlm
-    cfg.framework.action_model.action_horizon = HORIZON
-    cfg.run_root_dir, cfg.run_id = str(run_root), run_id
-    cfg.datasets.vla_data.per_device_batch_size = 4
-    cfg.trainer = OmegaConf.merge(cfg.trainer, trainer)
-    return cfg
-
-
-class Interrupt(Exception):
-    pass
-
-
-class InterruptAt(torch.utils.data.Dataset):
-    """Raises when the run asks for its ``stop``-th item: a crash between two checkpoints."""
-
-    def __init__(self, items, stop: int):
-        self.items, self.stop, self.calls = items, stop, 0
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        self.calls += 1
-        if self.calls > self.stop:
-            raise Interrupt
-        return self.items[i]
-
-
-@pytest.fixture(scope="module")
-def qwen25(tmp_path_factory):
-    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-
-    return str(make_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-Qwen2.5-VL", family="qwen2_5_vl"))
-
 
 @pytest.mark.slow
 def test_loss_halves_and_left_stays_the_base(qwen25, tmp_path):
@@ -130,10 +74,15 @@ def test_non_finite_loss_stops_before_the_step(qwen25, tmp_path, monkeypatch):
     from starvla_twinbrain.framework.twinbrain import TwinBrain
 
     forward = TwinBrain.forward
+    seen = {}
 
     def diverging(self, examples, **kwargs):  # a loss that blows up on one batch, as a diverging run does
         loss = forward(self, examples, **kwargs)["action_loss"]
-        return {"action_loss": loss * float("nan") if any(ex["lang"] == "diverge" for ex in examples) else loss}
+        if not any(ex["lang"] == "diverge" for ex in examples):
+            return {"action_loss": loss}
+        seen["model"] = self  # the weights as the diverging step found them
+        seen["before"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        return {"action_loss": loss * float("nan")}
 
     monkeypatch.setattr(TwinBrain, "forward", diverging)
     data = learnable_examples(8)
@@ -141,6 +90,11 @@ def test_non_finite_loss_stops_before_the_step(qwen25, tmp_path, monkeypatch):
     with pytest.raises(NonFiniteLossError, match=r"action_loss is (nan|inf) at step \d+ \(epoch 0, batch \d of the epoch"):
         train(make_cfg(qwen25, tmp_path, "nan", max_train_steps=4, save_interval=100), data)
     assert ckpt.latest_checkpoint(tmp_path / "nan") is None
+    after = seen["model"].state_dict()
+    assert after.keys() == seen["before"].keys()
+    for name, before in seen["before"].items():  # no update was applied: every weight as before, all finite
+        assert torch.equal(after[name], before), name
+        assert not before.is_floating_point() or torch.isfinite(before).all(), name
 
 
 def test_bad_learning_rate_path_is_an_error(qwen25, tmp_path):

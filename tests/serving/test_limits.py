@@ -21,7 +21,7 @@ from starvla_twinbrain.serving import msgpack_numpy
 from starvla_twinbrain.serving.client import PolicyClient, PolicyServerError
 from starvla_twinbrain.serving.policy import ServedPolicy
 from starvla_twinbrain.serving.server import MAX_MESSAGE_BYTES, PolicyServer
-from tests.serving.test_server import request_examples, run  # noqa: F401  (run: the trained tiny checkpoint)
+from tests.factories import request_examples
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime run")
 
@@ -42,11 +42,11 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def server(run):  # noqa: F811
+def server(trained_run):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1"}
     env.pop("STARVLA_POLICY_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "starvla_twinbrain.cli", "serve", "--ckpt", str(run), "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "starvla_twinbrain.cli", "serve", "--ckpt", str(trained_run), "--port",
                              str(port), "--device", "cpu"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -60,8 +60,8 @@ def server(run):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def local(run):  # noqa: F811
-    return ServedPolicy.from_checkpoint(run, device="cpu")
+def local(trained_run):
+    return ServedPolicy.from_checkpoint(trained_run, device="cpu")
 
 
 def expected_actions(local, examples, seed):

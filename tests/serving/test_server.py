@@ -9,41 +9,18 @@ import websockets.sync.client
 
 from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
 from starvla_twinbrain.normalization import normalize, unnormalize
-from starvla_twinbrain.runtime.trainer import train
 from starvla_twinbrain.serving import msgpack_numpy
 from starvla_twinbrain.serving.client import PolicyClient, PolicyServerError
 from starvla_twinbrain.serving.policy import ServedPolicy
 from starvla_twinbrain.serving.server import PolicyServer
-from tests.runtime.test_trainer import DIM, HORIZON, learnable_examples, make_cfg
+from tests.factories import DIM, HORIZON, learnable_examples, request_examples
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime run")
 
 
-def _statistics(examples) -> dict:
-    def stats(x):
-        return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
-                "std": x.std(0).tolist(), "q01": np.quantile(x, 0.01, 0).tolist(),
-                "q99": np.quantile(x, 0.99, 0).tolist(), "mask": [True] * x.shape[1]}
-    actions = np.concatenate([np.asarray(ex["action"], np.float32) for ex in examples]) * 3 + 1  # "raw" units
-    states = np.concatenate([np.asarray(ex["state"], np.float32) for ex in examples]) * 2
-    return {"toy_robot": {"action": stats(actions), "state": stats(states), "num_transitions": len(examples)}}
-
-
-def request_examples(n: int, seed: int = 1) -> list[dict]:
-    """Examples as a simulator sends them: uint8 arrays and float32 state."""
-    return [{"image": [np.asarray(ex["image"][0])], "lang": ex["lang"], "state": ex["state"].astype(np.float32)}
-            for ex in learnable_examples(n, seed)]
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-
-    root = tmp_path_factory.mktemp("serve")
-    vlm = str(make_tiny_vlm(root / "tiny-Qwen2.5-VL", family="qwen2_5_vl"))
-    data = learnable_examples(8)
-    result = train(make_cfg(vlm, root, "served", max_train_steps=2, save_interval=100), data, _statistics(data))
-    return result.run_dir / "final_model" / "pytorch_model.pt"
+def run(trained_run):
+    return trained_run
 
 
 @pytest.fixture(scope="module")
