@@ -18,9 +18,9 @@ ENV = "STARVLA_TWINBRAIN_AUTOLOAD"
 
 # starVLA module, once loaded -> "module:function" of this package to call with it.
 HOOKS = {
-    "starVLA.model.framework.base_framework": "starvla_twinbrain.starvla_host:register_framework",
-    "starVLA.dataloader.gr00t_lerobot.registry": "starvla_twinbrain.starvla_host:register_datasets",
-    "deployment.model_server.policy_wrapper": "starvla_twinbrain.starvla_host:serve_on_cpu_without_cuda",
+    "starVLA.model.framework.base_framework": "starvla_twinbrain.host.starvla:register_framework",
+    "starVLA.dataloader.gr00t_lerobot.registry": "starvla_twinbrain.host.starvla:register_datasets",
+    "deployment.model_server.policy_wrapper": "starvla_twinbrain.host.starvla:serve_on_cpu_without_cuda",
 }
 
 

@@ -7,7 +7,7 @@
 # TwinBrain for STEPS steps (DeepSpeed ZeRO-2) with this repo's tiny config and with a stock-style one (no state,
 # starVLA's stock learning-rate keys), on a dataset made by `starvla make-dataset`, and starVLA's
 # `deployment/model_server/server_policy.py` serves each run to starVLA's websocket client. Then the same through
-# this package's launchers (`starvla train`, `python -m starvla_twinbrain.starvla_host serve`, `starvla serve`),
+# this package's launchers (`starvla train`, `python -m starvla_twinbrain.host.starvla serve`, `starvla serve`),
 # and the starVLA-trained checkpoint loads in the embedded runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,7 +96,7 @@ for config in tiny stock; do
 done
 
 echo "== starVLA's policy server through this package's launcher + its websocket client"
-serve 10093 "$WORK/serve.log" "$STARVLA_PY" -m starvla_twinbrain.starvla_host serve --ckpt_path "$CKPT" --port 10093
+serve 10093 "$WORK/serve.log" "$STARVLA_PY" -m starvla_twinbrain.host.starvla serve --ckpt_path "$CKPT" --port 10093
 ask 10093
 
 echo "== starvla serve (this package's server, starVLA importable) + starVLA's websocket client"

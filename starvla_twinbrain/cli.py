@@ -85,7 +85,7 @@ def _train(args: argparse.Namespace) -> int:
 
         dotlist = [arg for item in overrides for arg in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
         command = [sys.executable, "-m", "accelerate.commands.launch", *(["--config_file", args.accelerate_config] if args.accelerate_config else []),
-                   "--num_processes", str(args.num_processes), "-m", "starvla_twinbrain.starvla_host", "train",
+                   "--num_processes", str(args.num_processes), "-m", "starvla_twinbrain.host.starvla", "train",
                    "--config_yaml", args.config, "--framework.name", args.framework, *dotlist]
         print("running:", " ".join(command))
         return subprocess.call(command)

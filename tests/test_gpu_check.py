@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 
 ROOT = Path(__file__).parents[1]
 

@@ -25,7 +25,7 @@ from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
 from ..model.state_encoder import stack_states
 from . import left_reference
-from .host_api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
+from ..host.api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
 
 logger = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ def _accept_left_by_reference(module: TwinBrain, incompatible_keys):
 def register() -> None:
     """Add TwinBrain to the host's registry (starVLA's when importable). Idempotent; refuses to overwrite a
     different class registered under the same name."""
-    from .host_api import FRAMEWORK_REGISTRY
+    from ..host.api import FRAMEWORK_REGISTRY
 
     existing = FRAMEWORK_REGISTRY._registry.get(REGISTRY_NAME)
     if existing is not None and existing is not TwinBrain:

@@ -208,7 +208,7 @@ def load_framework(checkpoint: str | Path, **config_overrides):
     attach ``norm_stats`` from ``dataset_statistics.json``."""
     from omegaconf import OmegaConf
 
-    from ..framework.host_api import FRAMEWORK_REGISTRY
+    from ..host.api import FRAMEWORK_REGISTRY
     from ..framework.twinbrain import register
 
     register()

@@ -98,7 +98,7 @@ def write_lerobot_dataset(root: str | Path, episodes: Iterable[dict], fps: int, 
 
 
 def _write_modality(root: Path, state_dim: int, action_dim: int) -> None:
-    """GR00T's ``meta/modality.json`` (keys as in :mod:`starvla_twinbrain.starvla_data`), so starVLA's own reader
+    """GR00T's ``meta/modality.json`` (keys as in :mod:`starvla_twinbrain.host.data`), so starVLA's own reader
     takes the dataset too (``lerobot_version: v3.0``)."""
     modality = {
         "state": {"state": {"start": 0, "end": state_dim, "original_key": "observation.state"}},

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ..config import obs_image_size
-from ..framework.host_api import FRAMEWORK_REGISTRY
+from ..host.api import FRAMEWORK_REGISTRY
 from ..framework.twinbrain import apply_precision_policy, register
 from . import checkpoint as ckpt
 from .optim import build_optimizer, build_scheduler, freeze_modules
@@ -197,156 +197,213 @@ def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Ac
     """Train the framework named by ``cfg.framework.name`` on ``dataset`` (items: starVLA example dicts)."""
     register()
     check_config_keys(cfg)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    accelerator = _accelerator_for(trainer_cfg, accelerator)
-    seed = int(cfg.get("seed", 42))
-    set_seed(seed)
-    run_dir = Path(cfg.run_root_dir) / str(cfg.run_id)
-    max_steps = _positive_int(trainer_cfg, "max_train_steps", 1)
-    batch_size = int(OmegaConf.select(cfg, "datasets.vla_data.per_device_batch_size", default=8))
-    save_interval = _positive_int(trainer_cfg, "save_interval", max_steps)
-    log_every = _positive_int(trainer_cfg, "logging_frequency", 10)
-    eval_every = _positive_int(trainer_cfg, "eval_interval", max_steps + 1)
-    accumulation = accelerator.gradient_accumulation_steps
+    run = _TrainingRun(cfg, dataset, accelerator)
+    if run.trainer_cfg.get("is_resume"):
+        run.resume()
+    run.write_run_files(statistics)
+    try:
+        run.loop()
+    finally:
+        run.close()
+    return run.finish()
 
-    model = FRAMEWORK_REGISTRY[cfg.framework.name](cfg)
-    freeze_modules(model, trainer_cfg.get("freeze_modules"))
-    apply_precision_policy(model, accelerator.device)
-    optimizer = build_optimizer(model, trainer_cfg)
-    scheduler = build_scheduler(optimizer, trainer_cfg, max_steps)
-    sampler = EpochShuffleSampler(len(dataset), seed)
-    # Its own generator: starting an iterator draws a seed, which must not come from the global RNG that the model
-    # samples noise from (a resumed run starts its iterator mid-epoch, at another point of that RNG's stream).
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate, drop_last=True,
-                        num_workers=int(OmegaConf.select(cfg, "datasets.vla_data.num_workers", default=0)),
-                        generator=torch.Generator().manual_seed(seed))
-    # The scheduler stays out of prepare(): accelerate would step it once per process per step. It steps here once
-    # per optimizer step, and its state travels in the checkpoint's progress.json.
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    set_seed(seed + accelerator.process_index)  # as starVLA: each process its own noise (the model built alike)
-    if len(loader) == 0:
-        raise ValueError(f"datasets.vla_data.per_device_batch_size={batch_size} is larger than the dataset ({len(dataset)} samples)")
-    # The weights live in the exported steps_N_pytorch_model.pt (Left by reference), not twice: the state folder
-    # keeps the rest (under DeepSpeed, its own checkpoint also holds the weights and their fp32 master copy).
-    hooks = [accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear()),
-             accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())]
 
-    step, losses, loss_steps = 0, [], []
-    if trainer_cfg.get("is_resume"):
+class _TrainingRun:
+    """One ``train()`` call: set-up (``__init__``), ``resume``, the optimizer ``step`` and ``save``, each on its own.
+
+    Set-up order matters for exact resume: the model is built under ``seed`` on every process, then each process
+    draws its noise from ``seed + rank``; the data order comes from its own sampler generator."""
+
+    def __init__(self, cfg, dataset: Dataset, accelerator: Accelerator | None):
+        self.cfg = cfg
+        self.trainer_cfg = trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        self.accelerator = accelerator = _accelerator_for(trainer_cfg, accelerator)
+        seed = int(cfg.get("seed", 42))
+        set_seed(seed)
+        self.run_dir = Path(cfg.run_root_dir) / str(cfg.run_id)
+        self.max_steps = _positive_int(trainer_cfg, "max_train_steps", 1)
+        batch_size = int(OmegaConf.select(cfg, "datasets.vla_data.per_device_batch_size", default=8))
+        self.save_interval = _positive_int(trainer_cfg, "save_interval", self.max_steps)
+        self.log_every = _positive_int(trainer_cfg, "logging_frequency", 10)
+        self.eval_every = _positive_int(trainer_cfg, "eval_interval", self.max_steps + 1)
+        self.clip = trainer_cfg.get("gradient_clipping")
+        self.accumulation = accelerator.gradient_accumulation_steps
+
+        model = FRAMEWORK_REGISTRY[cfg.framework.name](cfg)
+        freeze_modules(model, trainer_cfg.get("freeze_modules"))
+        apply_precision_policy(model, accelerator.device)
+        optimizer = build_optimizer(model, trainer_cfg)
+        self.scheduler = build_scheduler(optimizer, trainer_cfg, self.max_steps)
+        sampler = EpochShuffleSampler(len(dataset), seed)
+        # Its own generator: starting an iterator draws a seed, which must not come from the global RNG that the
+        # model samples noise from (a resumed run starts its iterator mid-epoch, at another point of that stream).
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate, drop_last=True,
+                            num_workers=int(OmegaConf.select(cfg, "datasets.vla_data.num_workers", default=0)),
+                            generator=torch.Generator().manual_seed(seed))
+        # The scheduler stays out of prepare(): accelerate would step it once per process per step. It steps here
+        # once per optimizer step, and its state travels in the checkpoint's progress.json.
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        set_seed(seed + accelerator.process_index)  # as starVLA: each process its own noise (the model built alike)
+        if len(self.loader) == 0:
+            raise ValueError(f"datasets.vla_data.per_device_batch_size={batch_size} is larger than the dataset "
+                             f"({len(dataset)} samples)")
+        # The weights live in the exported steps_N_pytorch_model.pt (Left by reference), not twice: the state
+        # folder keeps the rest (under DeepSpeed, its own checkpoint also holds the weights and their fp32 copy).
+        self.hooks = [accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear()),
+                      accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())]
+        self.step, self.losses, self.loss_steps = 0, [], []
+        self.writer = self.wandb_log = self.progress_bar = None
+
+    # ------------------------------------------------------------------ resume
+    def resume(self) -> None:
+        """Continue from the latest complete checkpoint in the run folder (partial files of a killed run removed)."""
+        accelerator, run_dir = self.accelerator, self.run_dir
         if accelerator.is_main_process:
             for path in ckpt.remove_partial_files(run_dir):
                 logger.info("removed %s, a partial file left by an interrupted run", path)
         accelerator.wait_for_everyone()
         latest = ckpt.latest_checkpoint(run_dir)
-        if latest is not None:
-            step, model_file, state_dir = latest
-            progress = _load_trainer_state(accelerator, model, model_file, state_dir)
-            scheduler.load_state_dict(progress["scheduler"])
-            losses, loss_steps = progress["losses"], progress["loss_steps"]
-            if accelerator.is_main_process:  # lines logged after this checkpoint by the killed run are redone
-                ckpt.truncate_summary(run_dir / "summary.jsonl", step)
-            logger.info("resumed from %s at step %d", model_file, step)
-        else:
+        if latest is None:
             logger.info("trainer.is_resume: no complete checkpoint in %s; starting at step 0", run_dir)
+            return
+        self.step, model_file, state_dir = latest
+        progress = _load_trainer_state(accelerator, self.model, model_file, state_dir)
+        self.scheduler.load_state_dict(progress["scheduler"])
+        self.losses, self.loss_steps = progress["losses"], progress["loss_steps"]
+        if accelerator.is_main_process:  # lines logged after this checkpoint by the killed run are redone
+            ckpt.truncate_summary(run_dir / "summary.jsonl", self.step)
+        logger.info("resumed from %s at step %d", model_file, self.step)
 
-    if accelerator.is_main_process:
+    def write_run_files(self, statistics: dict | None) -> None:
+        """config.yaml (as given) and config.full.yaml (resolved), the statistics, TensorBoard and W&B writers."""
+        if not self.accelerator.is_main_process:
+            return
+        run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(OmegaConf.to_yaml(cfg), run_dir / "config.yaml")
-        ckpt.atomic_write_text(OmegaConf.to_yaml(cfg, resolve=True), run_dir / "config.full.yaml")
+        ckpt.atomic_write_text(OmegaConf.to_yaml(self.cfg), run_dir / "config.yaml")
+        ckpt.atomic_write_text(OmegaConf.to_yaml(self.cfg, resolve=True), run_dir / "config.full.yaml")
         if statistics is not None:
             ckpt.atomic_write_text(json.dumps(statistics, indent=2), run_dir / "dataset_statistics.json")
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(run_dir / "tensorboard")
-        wandb_log = _WandbLog(cfg, run_dir)
-    clip = trainer_cfg.get("gradient_clipping")
+        self.writer = SummaryWriter(run_dir / "tensorboard")
+        self.wandb_log = _WandbLog(self.cfg, run_dir)
 
-    def save(at_step: int) -> None:
+    # ------------------------------------------------------------------ the loop
+    def loop(self) -> None:
+        """Optimizer steps until ``max_train_steps``, from wherever ``resume`` left the run: each epoch's batches in
+        the sampler's order, skipping those a resumed run has already consumed."""
+        accelerator = self.accelerator
+        self.model.train()
+        batches_per_epoch = len(self.loader)
+        consumed = self.step * self.accumulation  # batches drawn so far (checkpoints fall on optimizer steps)
+        self.micro_losses: list[torch.Tensor] = []
+        self.progress_bar = tqdm(total=self.max_steps, initial=self.step, desc="train",
+                                 disable=not accelerator.is_main_process)
+        while self.step < self.max_steps:
+            epoch, skip = divmod(consumed, batches_per_epoch)
+            self.loader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            for batch_index, batch in enumerate(batches, start=skip):
+                consumed += 1
+                if not self.train_on(batch, epoch, batch_index):
+                    continue  # gradients accumulate until the last batch of the step
+                self.log(batch)
+                if self.step % self.save_interval == 0 or self.step == self.max_steps:
+                    self.save(self.step)
+                if self.step >= self.max_steps:
+                    break
+
+    def train_on(self, batch: list[dict], epoch: int, batch_index: int) -> bool:
+        """Forward and backward one batch; True when it completed an optimizer step (accumulation done)."""
+        accelerator, model = self.accelerator, self.model
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss = model(batch)["action_loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"action_loss is {loss.item()} at step {self.step + 1} (epoch {epoch}, batch {batch_index} of "
+                    f"the epoch, rank {accelerator.process_index}); stopped before the optimizer step, the last "
+                    f"checkpoint in {self.run_dir / 'checkpoints'} is intact"
+                )
+            accelerator.backward(loss)
+            self.micro_losses.append(loss.detach().float())
+            if self.clip and accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), float(self.clip))
+            self.optimizer.step()  # accelerate's wrapper: a no-op until the last accumulated batch
+            self.optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            return False
+        self.scheduler.step()
+        self.step += 1
+        return True
+
+    def log(self, batch: list[dict]) -> None:
+        """The step's loss (averaged over micro-batches and processes) to the progress bar, summary.jsonl,
+        TensorBoard and W&B; every ``eval_interval`` steps the sampled actions' MSE too."""
+        accelerator, step = self.accelerator, self.step
+        value = accelerator.reduce(torch.stack(self.micro_losses).mean(), reduction="mean").item()
+        self.micro_losses.clear()
+        self.losses.append(value)
+        self.loss_steps.append(step)
+        self.progress_bar.update(1)
+        lr = self.scheduler.get_last_lr()[0]
+        scalars = {"train/action_loss": value, "train/lr": lr}
+        if step % self.eval_every == 0:
+            scalars["train/action_mse"] = _action_mse(accelerator, self.model, batch)
+        if not accelerator.is_main_process:
+            return
+        for name, scalar in scalars.items():
+            self.writer.add_scalar(name, scalar, step)
+        self.wandb_log.log(scalars, step)
+        if step % self.log_every == 0 or step == self.max_steps:
+            self.progress_bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+            with open(self.run_dir / "summary.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "action_loss": value, "lr": lr}) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, at_step: int) -> None:
         """The model file, then the trainer-state folder under a temporary name, renamed last: the checkpoint is
         complete exactly when the folder has its real name."""
+        accelerator, run_dir = self.accelerator, self.run_dir
         accelerator.wait_for_everyone()
-        state_dict = accelerator.get_state_dict(model)
+        state_dict = accelerator.get_state_dict(self.model)
         final = ckpt.state_dir(run_dir, at_step)
         partial = ckpt.partial_name(final)
         if accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
-            ckpt.atomic_save(state_dict, ckpt.model_file(run_dir, at_step, trainer_cfg.get("save_format", "pt")))
+            ckpt.atomic_save(state_dict, ckpt.model_file(run_dir, at_step, self.trainer_cfg.get("save_format", "pt")))
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))  # optimizer (or its shards), each process's RNG states
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             progress = {"step": at_step, "num_processes": accelerator.num_processes,
-                        "gradient_accumulation_steps": accumulation, "scheduler": scheduler.state_dict(),
-                        "losses": losses, "loss_steps": loss_steps}
+                        "gradient_accumulation_steps": self.accumulation, "scheduler": self.scheduler.state_dict(),
+                        "losses": self.losses, "loss_steps": self.loss_steps}
             (partial / ckpt.PROGRESS_FILE).write_text(json.dumps(progress))
             ckpt.publish_state_dir(partial, final)
-            _plot_loss(run_dir, loss_steps, losses)
+            _plot_loss(run_dir, self.loss_steps, self.losses)
             logger.info("checkpoint %s", final)
         accelerator.wait_for_everyone()
 
-    model.train()
-    batches_per_epoch = len(loader)
-    consumed = step * accumulation  # batches drawn so far (checkpoints fall on optimizer steps)
-    micro_losses: list[torch.Tensor] = []
-    progress_bar = tqdm(total=max_steps, initial=step, desc="train", disable=not accelerator.is_main_process)
-    try:
-        while step < max_steps:
-            epoch, skip = divmod(consumed, batches_per_epoch)
-            loader.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-            for batch_index, batch in enumerate(batches, start=skip):
-                consumed += 1
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss = model(batch)["action_loss"]
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"action_loss is {loss.item()} at step {step + 1} (epoch {epoch}, batch {batch_index} of "
-                            f"the epoch, rank {accelerator.process_index}); stopped before the optimizer step, the "
-                            f"last checkpoint in {run_dir / 'checkpoints'} is intact"
-                        )
-                    accelerator.backward(loss)
-                    micro_losses.append(loss.detach().float())
-                    if clip and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), float(clip))
-                    optimizer.step()  # accelerate's wrapper: a no-op until the last accumulated batch
-                    optimizer.zero_grad(set_to_none=True)
-                if not accelerator.sync_gradients:
-                    continue
-                scheduler.step()
-                step += 1
-                value = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
-                micro_losses.clear()
-                losses.append(value)
-                loss_steps.append(step)
-                progress_bar.update(1)
-                scalars = {"train/action_loss": value, "train/lr": scheduler.get_last_lr()[0]}
-                if step % eval_every == 0:
-                    scalars["train/action_mse"] = _action_mse(accelerator, model, batch)
-                if accelerator.is_main_process:
-                    for name, scalar in scalars.items():
-                        writer.add_scalar(name, scalar, step)
-                    wandb_log.log(scalars, step)
-                    if step % log_every == 0 or step == max_steps:
-                        progress_bar.set_postfix(loss=f"{value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                        with open(run_dir / "summary.jsonl", "a") as f:
-                            f.write(json.dumps({"step": step, "action_loss": value, "lr": scheduler.get_last_lr()[0]}) + "\n")
-                if step % save_interval == 0 or step == max_steps:
-                    save(step)
-                if step >= max_steps:
-                    break
-    finally:
-        progress_bar.close()
-        for hook in hooks:
+    def close(self) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+        for hook in self.hooks:
             hook.remove()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        ckpt.atomic_save(accelerator.get_state_dict(model), run_dir / "final_model" / "pytorch_model.pt")
-        writer.close()
-        wandb_log.finish()
-        if losses:
-            logger.info("done: %d steps, loss %.4f → %.4f; run in %s", step, losses[0], losses[-1], run_dir)
-    return TrainResult(run_dir=run_dir, step=step, losses=losses)
+
+    def finish(self) -> TrainResult:
+        """``final_model/pytorch_model.pt`` (what starVLA's trainer exports) and the writers closed."""
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            ckpt.atomic_save(accelerator.get_state_dict(self.model), self.run_dir / "final_model" / "pytorch_model.pt")
+            self.writer.close()
+            self.wandb_log.finish()
+            if self.losses:
+                logger.info("done: %d steps, loss %.4f → %.4f; run in %s", self.step, self.losses[0],
+                            self.losses[-1], self.run_dir)
+        return TrainResult(run_dir=self.run_dir, step=self.step, losses=self.losses)
 
 
 def _action_mse(accelerator: Accelerator, model, batch: list[dict]) -> float:

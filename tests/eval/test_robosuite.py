@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.runtime.trainer import train
 from starvla_twinbrain.serving.policy import ServedPolicy
 from starvla_twinbrain.serving.server import PolicyServer

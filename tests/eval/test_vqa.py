@@ -8,7 +8,7 @@ import torch
 
 from eval.vqa.evaluate import BaseModel, evaluate, exact_match, load_questions, main, normalize_answer
 from eval.vqa.make_set import make_vqa_set
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.serving.policy import ServedPolicy
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime run")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from starvla_twinbrain.framework import TwinBrain
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from tests.factories import examples, make_config
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="stand-in host tests; the real starVLA is checked separately")

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from starvla_twinbrain.framework import TwinBrain, register
-from starvla_twinbrain.framework.host_api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
 from tests.factories import ACTION_DIM, HORIZON, examples, make_config
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="stand-in host tests; the real starVLA is checked separately")

@@ -205,7 +205,7 @@ def test_a_failing_hook_warns_and_starvla_still_imports(tmp_path):
     """, stand_in)
     assert got["synthetic"] == [["their_folder", 1.0, "their_robot"]]
     assert len(got["warnings"]) == 1
-    assert "starvla_twinbrain.starvla_host.register_datasets, run when starVLA loaded " \
+    assert "starvla_twinbrain.host.starvla.register_datasets, run when starVLA loaded " \
            "starVLA.dataloader.gr00t_lerobot.registry, failed" in got["warnings"][0]
     assert "starVLA already has a data mixture 'synthetic'" in got["warnings"][0]
 
@@ -240,14 +240,14 @@ def test_datasets_registered_with_the_run_s_action_horizon(stand_in):
     (["train_starvla.py", "--framework.action_model.action_horizon=5", "--framework.action_model.action_horizon=7"], 7),
 ])
 def test_action_horizon_from_the_launch_command(argv, horizon, monkeypatch):
-    from starvla_twinbrain.starvla_data import action_horizon_from_command
+    from starvla_twinbrain.host.data import action_horizon_from_command
 
     monkeypatch.chdir(ROOT)
     assert action_horizon_from_command(argv) == horizon
 
 
 def test_action_horizon_without_a_config_says_where_it_comes_from():
-    from starvla_twinbrain.starvla_data import action_horizon_from_command
+    from starvla_twinbrain.host.data import action_horizon_from_command
 
     with pytest.raises(ValueError, match=r"framework\.action_model\.action_horizon, read from the launch command's "
                                          r"--config_yaml, and this command has none"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from starvla_twinbrain.config import BackboneConfig, PromptConfig
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.model.dual_brain import DualBrainBackbone
 from starvla_twinbrain.model.processing import load_processor
 from starvla_twinbrain.model.prompts import MAX_CHARS_PER_TOKEN, InputTooLarge, PromptBuilder, left_messages, right_messages

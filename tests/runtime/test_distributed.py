@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.runtime import checkpoint as ckpt
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded runtime tests")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 
 pytest.importorskip("lerobot")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(STARVLA_AVAILABLE, reason="embedded-mode CLI")]

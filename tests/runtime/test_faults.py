@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.runtime import checkpoint as ckpt
 from starvla_twinbrain.runtime.trainer import train
 from tests.factories import learnable_examples, make_cfg

@@ -11,7 +11,7 @@ from accelerate.utils import GradientAccumulationPlugin
 from omegaconf import OmegaConf
 from torch import nn
 
-from starvla_twinbrain.framework.host_api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
 from starvla_twinbrain.runtime import checkpoint as ckpt
 from starvla_twinbrain.runtime.trainer import train
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.model.qwen_compat import load_vlm
 from starvla_twinbrain.runtime import checkpoint as ckpt
 from starvla_twinbrain.runtime.trainer import NonFiniteLossError, train

@@ -15,7 +15,7 @@ import pytest
 import websockets.sync.client
 
 from starvla_twinbrain.config import MAX_EXAMPLES_PER_REQUEST, MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.normalization import unnormalize
 from starvla_twinbrain.serving import msgpack_numpy
 from starvla_twinbrain.serving.client import PolicyClient, PolicyServerError

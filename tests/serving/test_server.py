@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import websockets.sync.client
 
-from starvla_twinbrain.framework.host_api import STARVLA_AVAILABLE
+from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.normalization import normalize, unnormalize
 from starvla_twinbrain.serving import msgpack_numpy
 from starvla_twinbrain.serving.client import PolicyClient, PolicyServerError

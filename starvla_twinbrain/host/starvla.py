@@ -7,8 +7,8 @@ starVLA's unmodified commands work. The launcher does the same explicitly and th
 (for ``STARVLA_TWINBRAIN_AUTOLOAD=0``, or a source tree that is not installed):
 
     accelerate launch --config_file starVLA/config/deepseeds/deepspeed_zero2.yaml --num_processes 8 \\
-        -m starvla_twinbrain.starvla_host train --config_yaml X.yaml --framework.name TwinBrain ...
-    python -m starvla_twinbrain.starvla_host serve --ckpt_path RUN/checkpoints/steps_N_pytorch_model.pt --port 10093
+        -m starvla_twinbrain.host.starvla train --config_yaml X.yaml --framework.name TwinBrain ...
+    python -m starvla_twinbrain.host.starvla serve --ckpt_path RUN/checkpoints/steps_N_pytorch_model.pt --port 10093
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def register_framework(base_framework=None) -> None:
     """TwinBrain into starVLA's ``FRAMEWORK_REGISTRY`` (found under any spelling of its name)."""
     if _initializing(sys.modules.get("starvla_twinbrain")):
         return  # importing this package is what loaded starVLA; the package registers TwinBrain when it has loaded
-    from .framework import register, twinbrain
+    from ..framework import register, twinbrain
 
     if not twinbrain.STARVLA_AVAILABLE:
         logging.getLogger(__name__).warning(
@@ -48,7 +48,7 @@ def register_framework(base_framework=None) -> None:
 
 def register_datasets(registry=None) -> None:
     """This package's datasets (``data_mix: synthetic`` / ``robosuite_lift``) into starVLA's data registry."""
-    from .starvla_data import register_builtin_datasets
+    from .data import register_builtin_datasets
 
     register_builtin_datasets()
 
@@ -85,7 +85,7 @@ def _is_twinbrain_checkpoint(ckpt_path) -> bool:
 
     from starVLA.model.framework.share_tools import read_mode_config
 
-    from .framework.twinbrain import is_twinbrain_name
+    from ..framework.twinbrain import is_twinbrain_name
 
     if not os.path.isfile(ckpt_path):
         return False  # not a local run's checkpoint: starVLA reports what is wrong with it
@@ -96,7 +96,7 @@ def _is_twinbrain_checkpoint(ckpt_path) -> bool:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SCRIPTS:
-        raise SystemExit(f"usage: python -m starvla_twinbrain.starvla_host {{{'|'.join(SCRIPTS)}}} [script arguments]")
+        raise SystemExit(f"usage: python -m starvla_twinbrain.host.starvla {{{'|'.join(SCRIPTS)}}} [script arguments]")
     register_framework()
     register_datasets()
     if argv[0] == "serve":

@@ -48,7 +48,7 @@ def action_horizon_from_command(argv: list[str]) -> int:
     raise ValueError(
         "starvla_twinbrain datasets: the action chunk length comes from framework.action_model.action_horizon, read "
         f"from the launch command's --config_yaml, and this command has none ({argv[:1]} ...); pass --config_yaml, "
-        "or call starvla_twinbrain.starvla_data.register_builtin_datasets(action_horizon=N) first"
+        "or call starvla_twinbrain.host.data.register_builtin_datasets(action_horizon=N) first"
     )
 
 
