@@ -161,3 +161,21 @@ def test_share_prefix_option():
     cfg.framework.twinbrain.share_prefix = "yes"
     with pytest.raises(ValueError, match="framework.twinbrain.share_prefix"):
         TwinBrainConfig.from_omegaconf(cfg)
+
+
+def test_shared_prefix_left_stops_after_its_last_keys_values(tiny_vlm):
+    """The prefix pass and the suffix pass both end at the last layer's K/V; the prefix pass runs once."""
+    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    inputs = prepare(backbone, SAMPLES)
+    text = vlm_core(backbone.left_brain).language_model
+    calls = []
+    hooks = [text.layers[-1].mlp.register_forward_hook(lambda *_: calls.append("last mlp")),
+             text.norm.register_forward_hook(lambda *_: calls.append("final norm")),
+             text.layers[0].mlp.register_forward_hook(lambda *_: calls.append("first mlp"))]
+    with torch.no_grad():
+        backbone(inputs)
+        assert calls == ["first mlp", "first mlp"]  # the prefix (one row), then the suffixes
+        backbone(inputs)
+    for hook in hooks:
+        hook.remove()
+    assert calls == ["first mlp"] * 3
