@@ -75,6 +75,7 @@ class BackboneConfig:
     state_hidden_dim: int = 1024  # width of the state-encoder MLP
     freeze_right_vision: bool = False  # keep the Right Brain's vision tower frozen
     gradient_checkpointing: bool = False  # recompute the Right Brain's decoder layers in backward (less memory)
+    share_prefix: bool = True  # the Left's common prompt prefix: K/V computed once, not per row (exact)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     max_prompt_tokens: int = MAX_PROMPT_TOKENS  # longer prompts are refused before the model runs
     max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
@@ -112,6 +113,7 @@ class TwinBrainOptions:
     freeze_right_vision: bool = False
     gradient_checkpointing: bool = False
     compile_action_head: bool = False  # torch.compile the head's DiT (it runs num_inference_timesteps times per chunk)
+    share_prefix: bool = True  # the Left's system turn + user header: K/V once per loaded model, not per row (exact)
     left_brain_storage: LeftBrainStorage = "reference"  # checkpoints hold a (path, hash) reference, or the weights
     # Where the robot state enters: "right" = state tokens appended to the Right Brain's input (paper eq. 3, the head
     # sees only the Right's hidden states); "head" = the action head's own state token only (GR00T's path, and the
@@ -233,6 +235,7 @@ class TwinBrainConfig:
             state_hidden_dim=options.state_hidden_dim,
             freeze_right_vision=options.freeze_right_vision,
             gradient_checkpointing=options.gradient_checkpointing,
+            share_prefix=options.share_prefix,
             prompts=options.prompts,
             max_prompt_tokens=options.max_prompt_tokens,
             max_images_per_example=options.max_images_per_example,

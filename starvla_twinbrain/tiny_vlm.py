@@ -66,15 +66,15 @@ QWEN3_VL_CHAT_TEMPLATE = (
 )
 
 
-def _make_tokenizer(vocab_size: int, chat_template: str) -> PreTrainedTokenizerBase:
+def _make_tokenizer(vocab_size: int, chat_template: str, corpus=None, pre_tokenizer=None) -> PreTrainedTokenizerBase:
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(CORPUS * 4, trainer)
+    bpe.train_from_iterator(CORPUS * 4 if corpus is None else corpus, trainer)
     bpe.add_special_tokens(SPECIAL_TOKENS)  # after the BPE vocabulary, as in Qwen
     tokenizer = Qwen2TokenizerFast(  # the processors check the tokenizer class
         tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
@@ -122,6 +122,8 @@ def make_tiny_vlm(
     num_heads: int = 4,
     num_kv_heads: int = 2,
     vocab_size: int = 512,
+    corpus=None,
+    pre_tokenizer=None,
     image_size: int = 56,
     text_overrides: dict | None = None,
     vision_overrides: dict | None = None,
@@ -135,13 +137,16 @@ def make_tiny_vlm(
     ``text_overrides`` / ``vision_overrides`` replace entries of the text / vision config (a real model's shape:
     see ``benchmarks/gpu_check.py``); the tokenizer stays tiny, so token ids stay below its size. ``device`` and
     ``dtype``: where and in what the random weights are made (a real-size model is made on a GPU in bf16).
+    ``corpus`` (an iterable of strings) and ``pre_tokenizer`` (a ``tokenizers`` pre-tokenizer): what the BPE is
+    trained on and how text is split first. By default a built-in corpus of prompt words, split byte-level, which
+    makes prompts several times longer than Qwen's tokenizer does (benchmarks/bench_policy.py trains on English).
     """
     if family not in FAMILIES:
         raise ValueError(f"family={family!r}: expected one of {' | '.join(FAMILIES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     template = QWEN2_5_VL_CHAT_TEMPLATE if family == "qwen2_5_vl" else QWEN3_VL_CHAT_TEMPLATE
-    tokenizer = _make_tokenizer(vocab_size, template)
+    tokenizer = _make_tokenizer(vocab_size, template, corpus, pre_tokenizer)
     config = _config(family, tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, text_overrides,
                      vision_overrides)
 

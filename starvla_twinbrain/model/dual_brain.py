@@ -33,8 +33,9 @@ from .asymot_attention import (
     right_implementation,
     stock_backend,
 )
+from .prefix_cache import LeftPrefixCache, prompt_prefix_ids
 from .processing import family_of, load_processor
-from .prompts import MAX_PROMPT_KEY, BrainInputs, PromptBuilder, to_pil
+from .prompts import MAX_PROMPT_KEY, BrainInputs, PromptBuilder, left_messages, to_pil
 from .qwen_compat import (
     enable_activation_checkpointing,
     load_vlm,
@@ -147,6 +148,8 @@ class DualBrainBackbone(nn.Module):
             raise ValueError(f"{MAX_PROMPT_KEY}={config.max_prompt_tokens}: more than the model's context "
                              f"({context} positions, text_config.max_position_embeddings) less the Right Brain's "
                              f"{self.num_extra_slots} state / action-query slots")
+        # The Left's system turn and user header, computed once for all rows (see .prefix_cache)
+        self.left_prefix = LeftPrefixCache(prompt_prefix_ids(self.processor, left_messages(config.prompts, "", 1)))
         self._slot_token_id = self.processor.tokenizer.pad_token_id
         if self._slot_token_id is None:
             raise ValueError(f"framework.qwenvl.base_vlm={config.base_vlm!r}: the tokenizer has no pad token")
@@ -257,8 +260,9 @@ class DualBrainBackbone(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: TwinBrainInputs) -> BackboneOutput:
         left, right = inputs.left, inputs.right
-        context = AsyMoTContext(left.attention_mask, right.attention_mask, self.backend,
-                                stop_after_layer=self.num_text_layers - 1)
+        share = self.shares_prefix(left)
+        context = AsyMoTContext(self.left_prefix.left_valid(left) if share else left.attention_mask,
+                                right.attention_mask, self.backend, stop_after_layer=self.num_text_layers - 1)
         left_core = vlm_core(self.left_brain)
         shared_vision = (
             image_features_computed_once(left_core, self.right_brain)
@@ -266,16 +270,29 @@ class DualBrainBackbone(nn.Module):
         )
         with shared_vision:
             with torch.no_grad():  # the Left stores nothing for backward; its K/V reach the Right detached
-                try:
-                    left_core(**left.tensors, use_cache=False, asymot_context=context)
-                except LeftKeysValuesComplete:  # the Left's last K/V are recorded; the rest of its forward is unused
-                    pass
+                self._left_forward(left, context, share)
             right_hidden = self._right_forward(inputs, context)
         if self.action_queries is not None:
             n = self.config.num_action_queries
             return BackboneOutput(right_hidden[:, -n:],
                                   torch.ones(right_hidden.shape[0], n, dtype=torch.bool, device=right_hidden.device))
         return BackboneOutput(right_hidden, right.attention_mask.bool())
+
+    def shares_prefix(self, left: BrainInputs) -> bool:
+        """Whether this batch's Left runs with the shared prefix K/V (``framework.twinbrain.share_prefix``).
+        Only where the Left is a plain causal VLM: a Left that attends to the Right could not share them."""
+        return self.config.share_prefix and self.left_prefix.applies(left)
+
+    def _left_forward(self, left: BrainInputs, context: AsyMoTContext, share: bool) -> None:
+        """The Left's forward (under no_grad): records its per-layer K/V into ``context``, nothing else."""
+        left_core = vlm_core(self.left_brain)
+        if share:
+            self.left_prefix.run_left(left_core, left, context)
+            return
+        try:
+            left_core(**left.tensors, use_cache=False, asymot_context=context)
+        except LeftKeysValuesComplete:  # the Left's last K/V are recorded; the rest of its forward is unused
+            pass
 
     @staticmethod
     def _same_images(left: BrainInputs, right: BrainInputs) -> bool:

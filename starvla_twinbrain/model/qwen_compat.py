@@ -71,3 +71,11 @@ def enable_activation_checkpointing(model: PreTrainedModel) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def past_keys_values_kwarg(core: PreTrainedModel) -> str:
+    """The model call's keyword for given K/V: ``cache`` in late 5.x (``past_key_values`` deprecated), else
+    ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(core).forward).parameters else "past_key_values"

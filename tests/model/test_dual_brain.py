@@ -85,8 +85,9 @@ def test_right_with_left_masked_out_equals_stock(tiny_vlm, stock, backend):
 
 
 def test_forward_equals_the_stock_input_path(tiny_vlm):
-    """backbone.forward feeds embeddings + explicit M-RoPE positions; the stock call feeds token ids."""
-    backbone = build(tiny_vlm)
+    """backbone.forward feeds embeddings + explicit M-RoPE positions; the stock call feeds token ids (the plain
+    Left: the shared prefix is exact to float tolerance, tests/model/test_prefix_cache.py)."""
+    backbone = build(tiny_vlm, share_prefix=False)
     inputs = prepare(backbone, SAMPLES)
     with torch.no_grad():
         got = backbone(inputs)
@@ -100,7 +101,7 @@ def test_forward_equals_the_stock_input_path(tiny_vlm):
 def test_left_stops_after_its_last_keys_values(tiny_vlm):
     """In the twin forward the Left ends once its last layer's K/V are recorded: that layer's attention output, MLP
     and the final norm never run, and the Right's output is exactly that of a Left run to the end."""
-    backbone = build(tiny_vlm, state_dim=STATE_DIM)
+    backbone = build(tiny_vlm, state_dim=STATE_DIM, share_prefix=False)
     inputs = prepare(backbone, SAMPLES)
     text = vlm_core(backbone.left_brain).language_model
     calls = []
