@@ -42,12 +42,11 @@ def _memory_mb(pid: int) -> dict:
 def _tiny_run(root: Path) -> Path:
     from starvla_twinbrain.runtime.trainer import train
     from starvla_twinbrain.tiny_vlm import make_tiny_vlm
-    from tests.runtime.test_trainer import learnable_examples, make_cfg
-    from tests.serving.test_server import _statistics
+    from tests.factories import learnable_examples, make_cfg, serving_statistics
 
     vlm = str(make_tiny_vlm(root / "tiny-Qwen2.5-VL", family="qwen2_5_vl"))
     data = learnable_examples(8)
-    result = train(make_cfg(vlm, root, "bench_limits", max_train_steps=2, save_interval=100), data, _statistics(data))
+    result = train(make_cfg(vlm, root, "bench_limits", max_train_steps=2, save_interval=100), data, serving_statistics(data))
     return result.run_dir / "final_model" / "pytorch_model.pt"
 
 

@@ -28,7 +28,6 @@ Memory: peak RSS growth of 3 training steps, each model in its own process. A be
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json

@@ -23,6 +23,32 @@ def random_image(seed: int, size: int = 56) -> Image.Image:
     return Image.fromarray(torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8).numpy())
 
 
+FP32_TOL = dict(rtol=1e-5, atol=1e-5)
+
+BACKBONE_SAMPLES = [  # different prompt lengths and image counts; one without state, one without robot type
+    dict(images=[random_image(0)], lang="pick up the red block", robot="widowx", state=[0.1, -0.2, 0.3, 0.0, 1.0]),
+    dict(images=[random_image(1), random_image(2)], lang="put the spoon on the towel and then close the drawer",
+         robot="franka", state=None),
+    dict(images=[random_image(3)], lang="open", robot=None, state=[1.0, 2.0, -1.0, 0.5, 0.0]),
+]
+
+
+def build_backbone(path, **overrides):
+    """A ``DualBrainBackbone`` on ``path`` with ``BackboneConfig`` overrides, its new weights from seed 0."""
+    from starvla_twinbrain.config import BackboneConfig
+    from starvla_twinbrain.model.dual_brain import DualBrainBackbone
+
+    torch.manual_seed(0)
+    return DualBrainBackbone(BackboneConfig(base_vlm=path, **overrides))
+
+
+def prepare_backbone(backbone, samples):
+    """``backbone.prepare`` of ``BACKBONE_SAMPLES``-style dicts (states only where the backbone has a state encoder)."""
+    states = [s["state"] for s in samples] if backbone.state_encoder is not None else None
+    return backbone.prepare([s["images"] for s in samples], [s["lang"] for s in samples],
+                            [s["robot"] for s in samples], states)
+
+
 def make_config(base_vlm: str, **twinbrain) -> "OmegaConf":
     """configs/tiny_cpu.yaml on ``base_vlm`` with STATE_DIM / HORIZON and ``framework.twinbrain`` overrides."""
     cfg = OmegaConf.load(TINY_CONFIG)

@@ -8,29 +8,11 @@ from starvla_twinbrain.model.asymot_attention import AsyMoTContext
 from starvla_twinbrain.model.dual_brain import DualBrainBackbone
 from starvla_twinbrain.model.processing import family_of
 from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
-from tests.factories import random_image
-
-TOL = dict(rtol=1e-5, atol=1e-5)
-STATE_DIM = 5
-
-SAMPLES = [  # different prompt lengths and image counts
-    dict(images=[random_image(0)], lang="pick up the red block", robot="widowx", state=[0.1, -0.2, 0.3, 0.0, 1.0]),
-    dict(images=[random_image(1), random_image(2)], lang="put the spoon on the towel and then close the drawer",
-         robot="franka", state=None),
-    dict(images=[random_image(3)], lang="open", robot=None, state=[1.0, 2.0, -1.0, 0.5, 0.0]),
-]
-
-
-def build(path, **overrides) -> DualBrainBackbone:
-    torch.manual_seed(0)
-    return DualBrainBackbone(BackboneConfig(base_vlm=path, **overrides))
-
-
-def prepare(backbone, samples):
-    states = [s["state"] for s in samples] if backbone.state_encoder is not None else None
-    return backbone.prepare([s["images"] for s in samples], [s["lang"] for s in samples],
-                            [s["robot"] for s in samples], states)
-
+from tests.factories import BACKBONE_SAMPLES as SAMPLES
+from tests.factories import FP32_TOL as TOL
+from tests.factories import STATE_DIM, random_image
+from tests.factories import build_backbone as build
+from tests.factories import prepare_backbone as prepare
 
 def valid_rows(output, b):
     return output.hidden_states[b][output.attention_mask[b]]

@@ -13,7 +13,11 @@ import torch
 from starvla_twinbrain.config import BackboneConfig, TwinBrainOptions
 from starvla_twinbrain.model.prefix_cache import LeftPrefixCache
 from starvla_twinbrain.model.qwen_compat import vlm_core
-from tests.model.test_dual_brain import SAMPLES, STATE_DIM, TOL, build, prepare
+from tests.factories import BACKBONE_SAMPLES as SAMPLES
+from tests.factories import FP32_TOL as TOL
+from tests.factories import STATE_DIM
+from tests.factories import build_backbone as build
+from tests.factories import prepare_backbone as prepare
 
 
 def run(backbone, inputs, share: bool, backward: bool = True):
