@@ -101,13 +101,16 @@ def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -
     return FlowMatchingActionHead(ActionHeadConfig.from_section(section))
 
 
-def declare_left_frozen(config) -> None:
+def declare_left_frozen(config, left_trainable: bool = False) -> None:
     """Add ``left_brain`` to the run's ``trainer.freeze_modules`` (kept when already there; no ``trainer``: no-op).
 
     starVLA's trainer builds its optimizer groups from ``trainer.learning_rate`` and ``trainer.freeze_modules`` without
     looking at ``requires_grad``. With a stock config (no state encoder; rates for base / qwen_vl_interface /
     action_model) the frozen Left alone would fill the ``base`` group, which DeepSpeed ZeRO empties of frozen
-    parameters and then fails on (``torch.cat(): expected a non-empty list of Tensors``)."""
+    parameters and then fails on (``torch.cat(): expected a non-empty list of Tensors``).
+
+    ``left_trainable`` (``framework.twinbrain.left_trainable``): the Left trains, so it is not added, and a
+    ``freeze_modules`` that names it contradicts the switch."""
     trainer = config_select(config, "trainer")
     if trainer is None:
         return
@@ -116,6 +119,11 @@ def declare_left_frozen(config) -> None:
         raise ValueError(f"trainer.freeze_modules={spec!r}: expected a comma-separated string of attribute paths, "
                          "e.g. \"right_brain.visual,action_model\"")
     paths = [path.strip() for path in spec.split(",") if path.strip()]
+    if left_trainable:
+        if "left_brain" in paths:
+            raise ValueError(f"trainer.freeze_modules={spec!r} names left_brain but framework.twinbrain.left_trainable "
+                             "is true: remove one of the two")
+        return
     if "left_brain" not in paths:
         config_set(trainer, "freeze_modules", ",".join([*paths, "left_brain"]))
 
@@ -156,7 +164,9 @@ class TwinBrain(BaseFramework):
         super().__init__()
         self.twin = TwinBrainConfig.from_omegaconf(config)
         self.twin.write_back(config)
-        declare_left_frozen(config)
+        declare_left_frozen(config, self.twin.options.left_trainable)
+        if self.twin.options.left_trainable:
+            logger.info("framework.twinbrain.left_trainable: the Left Brain trains too; checkpoints store its weights")
         self.config = config
         backbone = DualBrainBackbone(self.twin.backbone, dtype=_load_dtype())
         # The backbone's modules are registered here, at the top level, under the names users type; the backbone
@@ -192,7 +202,7 @@ class TwinBrain(BaseFramework):
 
     def train(self, mode: bool = True) -> "TwinBrain":
         super().train(mode)
-        self.left_brain.eval()  # frozen: no dropout, ever
+        self.left_brain.train(mode and self.twin.options.left_trainable)  # a frozen Left: no dropout, ever
         return self
 
     def supports_training_tag(self, tag: str) -> bool:
@@ -314,8 +324,8 @@ def _source(example: dict) -> str:
 
 
 def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metadata):
-    if module.twin.options.left_brain_storage != "reference":
-        return
+    if module.twin.options.left_brain_storage != "reference" or module.twin.options.left_trainable:
+        return  # a trained Left is no longer the base checkpoint: its weights are stored
     left = prefix + left_reference.LEFT_PREFIX
     for key in [k for k in state_dict if k.startswith(left)]:
         del state_dict[key]
@@ -361,12 +371,12 @@ def _store_variant(module: TwinBrain, state_dict, prefix, local_metadata):
     state_dict[prefix + VARIANT_KEY] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).clone()
 
 
-def _check_variant(module: TwinBrain, state_dict, prefix, local_metadata, strict, *args):
-    """Refuse, by key, a checkpoint trained with other switches. Without the entry: a checkpoint from before the
-    switches (the defaults) on a strict load; nothing is known on a partial load (e.g. starVLA's reload_modules)."""
+def _check_variant(module: TwinBrain, state_dict, prefix, *args):
+    """Refuse, by key, a checkpoint trained with other switches; one without the entry was made before the switches
+    existed, with the defaults. (torch hands load pre-hooks ``strict=True`` whatever the caller passed, so strict
+    and non-strict loads, e.g. starVLA's ``pretrained_checkpoint``, are checked alike; starVLA's ``reload_modules``
+    loads submodules, which this hook does not see.)"""
     tensor = state_dict.pop(prefix + VARIANT_KEY, None)
-    if tensor is None and not strict:
-        return
     saved = PRE_SWITCH_VARIANT if tensor is None else json.loads(bytes(tensor.cpu().to(torch.uint8).tolist()).decode())
     ours = module.twin.options.variant
     differ = [key for key in ours if saved.get(key, PRE_SWITCH_VARIANT[key]) != ours[key]]
