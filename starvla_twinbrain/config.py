@@ -13,6 +13,15 @@ from typing import Literal, get_args
 ConditionMode = Literal["all_tokens", "action_queries"]
 StateInto = Literal["right", "head", "both"]
 AttentionBackend = Literal["eager", "sdpa", "flash_attention_2", "flex_attention"]
+# The experiment switches (README, "Faithfulness to the paper"; configs/README.md).
+# framework.twinbrain.cross_attention: how the two brains see each other.
+#   asymmetric: the paper's AsyMoT, the Right attends over [sg(K_L); K_R], the Left only to itself;
+#   bidirectional: the Left also attends over [K_L; sg(K_R)] (the released code's ablation mode);
+#   none: no Left on the action path: the single-brain model through the same code, prompts and head.
+CrossAttention = Literal["asymmetric", "bidirectional", "none"]
+# framework.twinbrain.cross_layers: the text layers with joint attention: all, or the odd ones (1, 3, 5, ...; the
+# released code's rotation_mot "1"); on the others each brain attends to its own tokens only.
+CrossLayers = Literal["all", "odd"]
 
 LEFT_SYSTEM_PROMPT = "You are a helpful robot brain that can understand images and texts."
 LEFT_USER_PROMPT = "Instruction: {instruction}"
@@ -79,6 +88,9 @@ class BackboneConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     max_prompt_tokens: int = MAX_PROMPT_TOKENS  # longer prompts are refused before the model runs
     max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
+    cross_attention: CrossAttention = "asymmetric"  # framework.twinbrain.cross_attention
+    cross_layers: CrossLayers = "all"  # framework.twinbrain.cross_layers
+    left_trainable: bool = False  # framework.twinbrain.left_trainable: the ablation where the Left learns too
 
     def __post_init__(self):
         if not isinstance(self.base_vlm, str) or not self.base_vlm.strip():
@@ -93,6 +105,11 @@ class BackboneConfig:
         _check_positive_int("framework.twinbrain.state_hidden_dim", self.state_hidden_dim)
         _check_positive_int("framework.twinbrain.max_prompt_tokens", self.max_prompt_tokens)
         _check_positive_int("framework.twinbrain.max_images_per_example", self.max_images_per_example)
+        check_switches(self.cross_attention, self.cross_layers, self.left_trainable)
+        if self.gradient_checkpointing and self.left_trainable and self.cross_attention == "bidirectional":
+            # The trainable Left is advanced from inside the Right's layers, so a recomputation would miss its graph.
+            raise ValueError("framework.twinbrain.gradient_checkpointing=true is not supported with "
+                             "cross_attention='bidirectional' and left_trainable=true: set gradient_checkpointing: false")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -123,10 +140,39 @@ class TwinBrainOptions:
     max_prompt_tokens: int = MAX_PROMPT_TOKENS
     max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
     truncate_long_prompts: bool = False  # training only: cut an over-long instruction instead of stopping the run
+    # The experiment switches (README, "Faithfulness to the paper"); a checkpoint records them (see VARIANT_KEYS).
+    cross_attention: CrossAttention = "asymmetric"
+    cross_layers: CrossLayers = "all"
+    # The Left trains too (its parameters get gradients through the K/V it passes to the Right); checkpoints then
+    # hold its weights whatever left_brain_storage says: a reference can only name the untrained base.
+    left_trainable: bool = False
 
     def __post_init__(self):
         _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
         _check_choice("framework.twinbrain.state_into", self.state_into, get_args(StateInto))
+        check_switches(self.cross_attention, self.cross_layers, self.left_trainable)
+
+    @property
+    def variant(self) -> dict:
+        """The switches that change what the backbone computes, as a checkpoint records them."""
+        return {key: getattr(self, key) for key in VARIANT_KEYS}
+
+
+VARIANT_KEYS = ("cross_attention", "cross_layers", "left_trainable")
+
+
+def check_switches(cross_attention, cross_layers, left_trainable) -> None:
+    """The values of the experiment switches, and the combinations that have no meaning."""
+    _check_choice("framework.twinbrain.cross_attention", cross_attention, get_args(CrossAttention))
+    _check_choice("framework.twinbrain.cross_layers", cross_layers, get_args(CrossLayers))
+    if not isinstance(left_trainable, bool):
+        raise ValueError(f"framework.twinbrain.left_trainable={left_trainable!r}: expected true or false")
+    if cross_attention == "none" and cross_layers != "all":
+        raise ValueError(f"framework.twinbrain.cross_layers={cross_layers!r} with cross_attention='none': there is no "
+                         "joint attention to place on layers; leave cross_layers at 'all'")
+    if cross_attention == "none" and left_trainable:
+        raise ValueError("framework.twinbrain.left_trainable=true with cross_attention='none': the Left Brain is not "
+                         "on the action path, so it would get no gradient; set left_trainable: false")
 
 
 # framework.action_model defaults: those of starVLA's QwenGR00T, so a QwenGR00T YAML switched to TwinBrain builds
@@ -239,6 +285,9 @@ class TwinBrainConfig:
             prompts=options.prompts,
             max_prompt_tokens=options.max_prompt_tokens,
             max_images_per_example=options.max_images_per_example,
+            cross_attention=options.cross_attention,
+            cross_layers=options.cross_layers,
+            left_trainable=options.left_trainable,
         )
         return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state)
 

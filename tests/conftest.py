@@ -35,6 +35,15 @@ def tiny_vlm(request, tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="module")
+def stock(tiny_vlm):
+    """``tiny_vlm`` loaded as the unpatched transformers model (sdpa), the reference the brains are compared with."""
+    from starvla_twinbrain.model.processing import family_of
+    from starvla_twinbrain.model.qwen_compat import load_vlm
+
+    return load_vlm(tiny_vlm, family_of(tiny_vlm), "sdpa").eval()
+
+
 @pytest.fixture(scope="session")
 def qwen25(tmp_path_factory) -> str:
     """One tiny Qwen2.5-VL (seed 0) for the tests that need a single family; read-only, shared by the session."""

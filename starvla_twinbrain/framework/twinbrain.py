@@ -13,6 +13,7 @@ learning-rate key ``qwen_vl_interface`` resolves to the Right Brain.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from typing import Sequence
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TwinBrainConfig, config_select, config_set
+from ..config import TwinBrainConfig, TwinBrainOptions, config_select, config_set
 from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
 from ..model.state_encoder import stack_states
@@ -114,13 +115,16 @@ def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -
     return FlowMatchingActionHead(ActionHeadConfig.from_section(section))
 
 
-def declare_left_frozen(config) -> None:
+def declare_left_frozen(config, left_trainable: bool = False) -> None:
     """Add ``left_brain`` to the run's ``trainer.freeze_modules`` (kept when already there; no ``trainer``: no-op).
 
     starVLA's trainer builds its optimizer groups from ``trainer.learning_rate`` and ``trainer.freeze_modules`` without
     looking at ``requires_grad``. With a stock config (no state encoder; rates for base / qwen_vl_interface /
     action_model) the frozen Left alone would fill the ``base`` group, which DeepSpeed ZeRO empties of frozen
-    parameters and then fails on (``torch.cat(): expected a non-empty list of Tensors``)."""
+    parameters and then fails on (``torch.cat(): expected a non-empty list of Tensors``).
+
+    ``left_trainable`` (``framework.twinbrain.left_trainable``): the Left trains, so it is not added, and a
+    ``freeze_modules`` that names it contradicts the switch."""
     trainer = config_select(config, "trainer")
     if trainer is None:
         return
@@ -129,6 +133,11 @@ def declare_left_frozen(config) -> None:
         raise ValueError(f"trainer.freeze_modules={spec!r}: expected a comma-separated string of attribute paths, "
                          "e.g. \"right_brain.visual,action_model\"")
     paths = [path.strip() for path in spec.split(",") if path.strip()]
+    if left_trainable:
+        if "left_brain" in paths:
+            raise ValueError(f"trainer.freeze_modules={spec!r} names left_brain but framework.twinbrain.left_trainable "
+                             "is true: remove one of the two")
+        return
     if "left_brain" not in paths:
         config_set(trainer, "freeze_modules", ",".join([*paths, "left_brain"]))
 
@@ -169,7 +178,9 @@ class TwinBrain(BaseFramework):
         super().__init__()
         self.twin = TwinBrainConfig.from_omegaconf(config)
         self.twin.write_back(config)
-        declare_left_frozen(config)
+        declare_left_frozen(config, self.twin.options.left_trainable)
+        if self.twin.options.left_trainable:
+            logger.info("framework.twinbrain.left_trainable: the Left Brain trains too; checkpoints store its weights")
         self.config = config
         backbone = DualBrainBackbone(self.twin.backbone, dtype=_load_dtype())
         # The backbone's modules are registered here, at the top level, under the names users type; the backbone
@@ -188,6 +199,8 @@ class TwinBrain(BaseFramework):
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
         self.register_load_state_dict_pre_hook(_check_state_path)
+        self.register_state_dict_post_hook(_store_variant)
+        self.register_load_state_dict_pre_hook(_check_variant)
         self.register_load_state_dict_post_hook(_accept_left_by_reference)
 
     @property
@@ -203,7 +216,7 @@ class TwinBrain(BaseFramework):
 
     def train(self, mode: bool = True) -> "TwinBrain":
         super().train(mode)
-        self.left_brain.eval()  # frozen: no dropout, ever
+        self.left_brain.train(mode and self.twin.options.left_trainable)  # a frozen Left: no dropout, ever
         return self
 
     def supports_training_tag(self, tag: str) -> bool:
@@ -325,8 +338,8 @@ def _source(example: dict) -> str:
 
 
 def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metadata):
-    if module.twin.options.left_brain_storage != "reference":
-        return
+    if module.twin.options.left_brain_storage != "reference" or module.twin.options.left_trainable:
+        return  # a trained Left is no longer the base checkpoint: its weights are stored
     left = prefix + left_reference.LEFT_PREFIX
     for key in [k for k in state_dict if k.startswith(left)]:
         del state_dict[key]
@@ -359,6 +372,33 @@ def _check_state_path(module: TwinBrain, state_dict, prefix, local_metadata, str
                 f"framework.twinbrain.state_into={module.twin.options.state_into!r} and datasets.vla_data.include_state="
                 f"{str(module.twin.include_state).lower()}, {'lacks' if in_checkpoint else 'has'} it: set state_into to "
                 f"the run's ('both' for runs made before the option existed)")
+
+
+# The switches a checkpoint was trained with (framework.twinbrain.cross_attention, ...), as one small uint8 entry of
+# JSON: they change no parameter name, so without it a checkpoint would load into another variant without a word.
+VARIANT_KEY = "twinbrain_variant"
+PRE_SWITCH_VARIANT = TwinBrainOptions().variant  # checkpoints made before the switches existed were all the default
+
+
+def _store_variant(module: TwinBrain, state_dict, prefix, local_metadata):
+    payload = json.dumps(module.twin.options.variant, sort_keys=True).encode()
+    state_dict[prefix + VARIANT_KEY] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).clone()
+
+
+def _check_variant(module: TwinBrain, state_dict, prefix, *args):
+    """Refuse, by key, a checkpoint trained with other switches; one without the entry was made before the switches
+    existed, with the defaults. (torch hands load pre-hooks ``strict=True`` whatever the caller passed, so strict
+    and non-strict loads, e.g. starVLA's ``pretrained_checkpoint``, are checked alike; starVLA's ``reload_modules``
+    loads submodules, which this hook does not see.)"""
+    tensor = state_dict.pop(prefix + VARIANT_KEY, None)
+    saved = PRE_SWITCH_VARIANT if tensor is None else json.loads(bytes(tensor.cpu().to(torch.uint8).tolist()).decode())
+    ours = module.twin.options.variant
+    differ = [key for key in ours if saved.get(key, PRE_SWITCH_VARIANT[key]) != ours[key]]
+    if differ:
+        made = ", ".join(f"framework.twinbrain.{k}={saved.get(k, PRE_SWITCH_VARIANT[k])!r}" for k in differ)
+        here = ", ".join(f"{ours[k]!r}" for k in differ)
+        raise ValueError(f"the checkpoint was trained with {made}{' (it predates the option)' if tensor is None else ''}"
+                         f" but this model has {here}: set the same value(s) to load it")
 
 
 def _accept_left_by_reference(module: TwinBrain, incompatible_keys):

@@ -6,8 +6,10 @@ attention module looks up by ``config._attn_implementation`` changes, and only o
 * ``asymot_left_<backend>``: the stock function of ``<backend>`` (see :func:`stock_backend`), which also records the layer's K/V (after RoPE and
   Qwen3's q/k norm, before grouped-query repetition) into the :class:`AsyMoTContext` of the current forward.
   Without a context it is exactly the stock function, so the Left Brain stays a plain VLM (chat, ``generate``).
+  With ``cross_attention: bidirectional`` its queries attend over ``[K_L; sg(K_R)]`` on joint layers.
 * ``asymot_right_<backend>``: the Right queries attend over ``[sg(K_L); K_R]`` and ``[sg(V_L); V_R]`` with one
-  softmax and the mask of :mod:`.asymot_masks`. Without a context it is the stock function (Right Brain alone).
+  softmax and the mask of :mod:`.asymot_masks`. Without a context, or on a layer without joint attention
+  (``cross_layers: odd``), it is the stock function (Right Brain alone).
 
 The context travels as the ``asymot_context`` keyword, which transformers forwards from the model call down to
 every attention call. It is explicit (no global state), and gradient-checkpoint recomputation sees the same
@@ -30,7 +32,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .asymot_masks import VarlenIndex, joint_attention_mask, joint_block_mask, varlen_index
+from .asymot_masks import VarlenIndex, joint_attention_mask, joint_block_mask, left_query_mask, varlen_index
 
 logger = logging.getLogger(__name__)
 
@@ -60,29 +62,58 @@ class AsyMoTContext:
         backend: the joint-attention backend of the Right pass.
         stop_after_layer: the Left's last text layer; once its K/V are recorded the Left forward stops by raising
             :class:`LeftKeysValuesComplete`. ``None``: the Left runs to the end (its outputs stay usable).
+        joint_layers: the text layers with joint attention (``framework.twinbrain.cross_layers``); ``None``: all.
+            On the others each brain runs its stock attention over its own tokens (the model passes the Right the
+            stock mask then), and nothing is recorded.
+        bidirectional: ``cross_attention: bidirectional``: on joint layers the Left queries also attend over
+            ``[K_L; K_R]`` (mask :func:`.asymot_masks.left_query_mask`). The Right's K/V are recorded for them and
+            ``advance_left`` (set by the backbone) runs the Left up to the layer the Right needs next.
+        left_trainable: ``framework.twinbrain.left_trainable``: the K/V passed between the brains keep their
+            gradient (the Left learns through the Right's loss); otherwise they are detached (``sg``).
     """
 
     def __init__(self, left_valid: torch.Tensor, right_valid: torch.Tensor, backend: Backend,
-                 stop_after_layer: int | None = None):
+                 stop_after_layer: int | None = None, *, joint_layers=None, bidirectional: bool = False,
+                 left_trainable: bool = False):
         if backend not in BACKENDS:
             raise ValueError(f"unknown AsyMoT backend {backend!r}: expected one of {' | '.join(BACKENDS)}")
         self.left_valid = left_valid.bool()
         self.right_valid = right_valid.bool()
         self.backend = backend
         self.stop_after_layer = stop_after_layer
+        self.joint_layers = None if joint_layers is None else frozenset(joint_layers)
+        self.bidirectional = bidirectional
+        self.left_trainable = left_trainable
+        self.advance_left: Callable[[int], None] | None = None
         self.left_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.right_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._mask: torch.Tensor | None = None
         self._grouped: dict[int, torch.Tensor] = {}
+        self._left_mask: torch.Tensor | None = None
+        self._left_grouped: dict[int, torch.Tensor] = {}
         self._varlen: VarlenIndex | None = None
         self._block_mask = None
 
-    def record(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
+    def joint_at(self, layer_idx: int) -> bool:
+        return self.joint_layers is None or layer_idx in self.joint_layers
+
+    def _kept(self, valid: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
         # Padding rows of the stock Left can hold anything (even NaN from fully masked queries); a masked key has
-        # weight 0, but 0 * NaN is NaN, so padding K/V are zeroed before they can meet the Right's softmax.
-        keep = self.left_valid[:, None, :, None].to(key.device)
-        self.left_kv[layer_idx] = (key.detach().masked_fill(~keep, 0), value.detach().masked_fill(~keep, 0))
+        # weight 0, but 0 * NaN is NaN, so padding K/V are zeroed before they can meet the other brain's softmax.
+        keep = valid[:, None, :, None].to(key.device)
+        if not self.left_trainable:
+            key, value = key.detach(), value.detach()
+        return key.masked_fill(~keep, 0), value.masked_fill(~keep, 0)
+
+    def record(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.left_kv[layer_idx] = self._kept(self.left_valid, key, value)
+
+    def record_right(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.right_kv[layer_idx] = self._kept(self.right_valid, key, value)
 
     def left_kv_for(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer_idx not in self.left_kv and self.advance_left is not None:
+            self.advance_left(layer_idx)
         try:
             return self.left_kv[layer_idx]
         except KeyError:
@@ -90,6 +121,27 @@ class AsyMoTContext:
                 f"AsyMoT: no Left keys/values recorded for text layer {layer_idx}; the Left Brain must run first, "
                 f"with the same {CONTEXT_KWARG}, and have as many layers as the Right Brain"
             ) from None
+
+    def right_kv_for(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return self.right_kv[layer_idx]
+        except KeyError:
+            raise RuntimeError(
+                f"AsyMoT (bidirectional): no Right keys/values recorded for text layer {layer_idx}; the Left must "
+                f"be advanced from the Right's attention (AsyMoTContext.advance_left)"
+            ) from None
+
+    @property
+    def left_mask(self) -> torch.Tensor:
+        """Bidirectional: ``bool[B, 1, L_l, L_l + L_r]``, the Left queries' mask; shared by all joint layers."""
+        if self._left_mask is None:
+            self._left_mask = left_query_mask(self.left_valid, self.right_valid)
+        return self._left_mask
+
+    def grouped_left_mask(self, n_rep: int) -> torch.Tensor:
+        if n_rep not in self._left_grouped:
+            self._left_grouped[n_rep] = group_query_mask(self.left_mask, n_rep)
+        return self._left_grouped[n_rep]
 
     @property
     def joint_mask(self) -> torch.Tensor:
@@ -310,24 +362,47 @@ def stock_attention_function(backend: Backend, module: torch.nn.Module) -> Calla
 def _left_attention(backend: Backend) -> Callable:
     def left_attention(module, query, key, value, attention_mask, **kwargs):
         context: AsyMoTContext | None = kwargs.pop(CONTEXT_KWARG, None)
-        if context is not None:
+        if context is not None and context.joint_at(module.layer_idx):
             context.record(module.layer_idx, key, value)
             if module.layer_idx == context.stop_after_layer:
                 raise LeftKeysValuesComplete
+            if context.bidirectional:
+                return left_joint_attention(module, query, context, kwargs.get("dropout", 0.0), kwargs.get("scaling"))
         return stock_attention_function(backend, module)(module, query, key, value, attention_mask, **kwargs)
 
     left_attention.__name__ = f"asymot_left_{backend}"
     return left_attention
 
 
+def left_joint_attention(module, query: torch.Tensor, context: AsyMoTContext, dropout: float = 0.0,
+                         scaling: float | None = None):
+    """``cross_attention: bidirectional``: the Left queries over ``[K_L; K_R]`` (the Right's K/V of the same layer,
+    recorded by the Right's attention just before) with :func:`.asymot_masks.left_query_mask`. Eager for the eager
+    backend, else sdpa: the Left's side is small next to the Right's and, frozen, needs no backward."""
+    layer = module.layer_idx
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    key_left, value_left = context.left_kv[layer]  # padding rows zeroed, like the Right's
+    key_right, value_right = context.right_kv_for(layer)
+    key_right, value_right = key_right.to(key_left.dtype), value_right.to(value_left.dtype)
+    if context.backend == "eager":
+        return joint_attention_eager(query, key_left, value_left, key_right, value_right, context.left_mask,
+                                     scaling, dropout)
+    mask = context.grouped_left_mask(query.shape[1] // key_left.shape[1])
+    return joint_attention_sdpa(query, key_left, value_left, key_right, value_right, mask, scaling, dropout), None
+
+
 def _right_attention(backend: Backend) -> Callable:
     def right_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
         context: AsyMoTContext | None = kwargs.pop(CONTEXT_KWARG, None)
-        if context is None:  # the Right Brain on its own: plain causal self-attention
+        if context is None or not context.joint_at(module.layer_idx):
+            # The Right Brain on its own (the whole forward, or a layer without joint attention): stock causal
+            # self-attention with the stock mask.
             return stock_attention_function(backend, module)(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
         scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+        if context.bidirectional:  # before the Left is advanced to this layer: its queries need these K/V
+            context.record_right(module.layer_idx, key, value)
         key_left, value_left = context.left_kv_for(module.layer_idx)
         key_left, value_left = key_left.to(key.dtype), value_left.to(value.dtype)
         if context.backend == "eager":

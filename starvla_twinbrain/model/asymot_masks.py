@@ -41,12 +41,31 @@ def joint_attention_mask(left_valid: torch.Tensor, right_valid: torch.Tensor) ->
     if left_valid.shape[0] != right_valid.shape[0]:
         raise ValueError(f"batch sizes differ: Left {left_valid.shape[0]} vs Right {right_valid.shape[0]}")
     batch, l_right = right_valid.shape
-    idx = torch.arange(l_right, device=right_valid.device)
-    causal = idx[None, :] <= idx[:, None]  # [L_r, L_r], key j <= query i
-    diagonal = idx[None, :] == idx[:, None]
-    right_part = causal[None] & (right_valid[:, None, :] | diagonal[None])  # [B, L_r, L_r]
     left_part = left_valid[:, None, :].expand(batch, l_right, left_valid.shape[1])  # [B, L_r, L_l]
-    return torch.cat([left_part, right_part], dim=-1)[:, None]
+    return torch.cat([left_part, _causal_part(right_valid)], dim=-1)[:, None]
+
+
+def _causal_part(valid: torch.Tensor) -> torch.Tensor:
+    """``bool[B, L, L]``: query i sees its own brain's valid keys j <= i, and itself."""
+    idx = torch.arange(valid.shape[1], device=valid.device)
+    causal = idx[None, :] <= idx[:, None]  # key j <= query i
+    diagonal = idx[None, :] == idx[:, None]
+    return causal[None] & (valid[:, None, :] | diagonal[None])
+
+
+def left_query_mask(left_valid: torch.Tensor, right_valid: torch.Tensor) -> torch.Tensor:
+    """``cross_attention: bidirectional``: the Left queries' mask ``bool[B, 1, L_l, L_l + L_r]`` over ``[K_L; K_R]``.
+
+    The mirror of :func:`joint_attention_mask`: Left query ``i`` sees its own valid tokens ``j <= i`` (and itself)
+    and every valid Right token. The two prompts are parallel sequences, not one, so neither brain's order applies
+    to the other's tokens (the released code's Left sees every Right token too, padding included).
+    """
+    left_valid = _check_padding_mask("left_valid", left_valid)
+    right_valid = _check_padding_mask("right_valid", right_valid)
+    if left_valid.shape[0] != right_valid.shape[0]:
+        raise ValueError(f"batch sizes differ: Left {left_valid.shape[0]} vs Right {right_valid.shape[0]}")
+    right_part = right_valid[:, None, :].expand(left_valid.shape[0], left_valid.shape[1], right_valid.shape[1])
+    return torch.cat([_causal_part(left_valid), right_part], dim=-1)[:, None]
 
 
 def joint_mask_mod(left_valid: torch.Tensor, right_valid: torch.Tensor):

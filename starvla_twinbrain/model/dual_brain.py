@@ -9,6 +9,16 @@
                                               ▼
                              final hidden states [B, L, H] + mask ──► action head (cross-attention)
 
+The experiment switches (``framework.twinbrain.*``, README "Faithfulness to the paper"):
+  * ``cross_attention``: ``asymmetric`` is the picture above; ``bidirectional`` also lets the Left's queries attend
+    over ``[K_L; sg(K_R)]``, so the brains advance in lockstep (the Left driven layer by layer from the Right's
+    attention: :mod:`.lockstep`); ``none`` runs the Right alone with its stock attention (the Left is not run; it
+    stays loaded for ``chat``).
+  * ``cross_layers``: ``all`` or ``odd`` (joint attention on layers 1, 3, 5, ...; on the even ones each brain
+    attends to its own tokens with its stock attention, and the Left stops after the last odd layer's K/V).
+  * ``left_trainable``: the Left runs with gradients and its K/V (and, bidirectional, the Right's K/V it sees) are
+    not detached, so the Right's loss trains it.
+
 Shapes: B batch, L_l / L_r Left / Right tokens (L_r includes appended slots), H text hidden size.
 """
 
@@ -33,6 +43,7 @@ from .asymot_attention import (
     right_implementation,
     stock_backend,
 )
+from .lockstep import LeftStepper, no_grad_unless
 from .prefix_cache import LeftPrefixCache, prompt_prefix_ids
 from .processing import family_of, load_processor
 from .prompts import MAX_PROMPT_KEY, BrainInputs, PromptBuilder, left_messages, to_pil
@@ -119,7 +130,7 @@ class DualBrainBackbone(nn.Module):
         loading = "eager" if config.attn_implementation == "eager" else "sdpa"
         left = load_vlm(config.base_vlm, self.family, loading, dtype)
         right = load_vlm(config.base_vlm, self.family, loading, dtype)
-        left.requires_grad_(False)
+        left.requires_grad_(config.left_trainable)
         self.left_brain = left.eval()
         self.right_brain = vlm_core(right)  # the Right never produces text: its LM head is dropped
         if config.freeze_right_vision:
@@ -132,6 +143,9 @@ class DualBrainBackbone(nn.Module):
         self._use_backend(loading)
         self.hidden_size = text_hidden_size(left)
         self.num_text_layers = len(vlm_core(left).language_model.layers)
+        if config.cross_layers == "odd" and self.num_text_layers < 2:
+            raise ValueError(f"framework.twinbrain.cross_layers='odd': {config.base_vlm!r} has "
+                             f"{self.num_text_layers} text layer(s), so no odd layer to join the brains on")
         self._vision_check: tuple[tuple, bool] = ((), False)  # (parameter versions, towers identical)
         self.state_encoder = (
             StateEncoder(config.state_dim, self.hidden_size, config.num_state_tokens, config.state_hidden_dim)
@@ -194,16 +208,21 @@ class DualBrainBackbone(nn.Module):
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> "DualBrainBackbone":
         super().train(mode)
-        self.left_brain.eval()  # the Left is frozen: no dropout, ever
+        self.left_brain.train(mode and self.config.left_trainable)  # a frozen Left: no dropout, ever
         return self
+
+    @property
+    def joint_layers(self) -> range | None:
+        """The text layers with joint attention (``cross_layers``); None: all of them."""
+        return None if self.config.cross_layers == "all" else range(1, self.num_text_layers, 2)
 
     def vision_is_shared(self) -> bool:
         """True when the Right's vision tower is frozen and holds the Left's weights, so one tower's features serve
         both brains (bit-identical to running both). Re-checked whenever a parameter changes (version counter)."""
         right = list(self.right_brain.visual.parameters())
-        if any(p.requires_grad for p in right):
-            return False
         left = list(vlm_core(self.left_brain).visual.parameters())
+        if any(p.requires_grad for p in right + left):  # a trainable Left's features carry its own gradient
+            return False
         key = tuple((p.data_ptr(), p._version) for p in right + left)
         if key != self._vision_check[0]:
             same = len(left) == len(right) and all(
@@ -259,32 +278,53 @@ class DualBrainBackbone(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: TwinBrainInputs) -> BackboneOutput:
-        left, right = inputs.left, inputs.right
-        share = self.shares_prefix(left)
-        context = AsyMoTContext(self.left_prefix.left_valid(left) if share else left.attention_mask,
-                                right.attention_mask, self.backend, stop_after_layer=self.num_text_layers - 1)
-        left_core = vlm_core(self.left_brain)
-        shared_vision = (
-            image_features_computed_once(left_core, self.right_brain)
-            if self.vision_is_shared() and self._same_images(left, right) else contextlib.nullcontext()
-        )
-        with shared_vision:
-            with torch.no_grad():  # the Left stores nothing for backward; its K/V reach the Right detached
-                self._left_forward(left, context, share)
-            right_hidden = self._right_forward(inputs, context)
+        right = inputs.right
+        if self.config.cross_attention == "none":  # the single-brain model: the Left is not on the action path
+            _ = self.backend  # the Right's stock attention for the weights' device and dtype
+            right_hidden = self._right_forward(inputs, None)
+        else:
+            right_hidden = self._twin_forward(inputs)
         if self.action_queries is not None:
             n = self.config.num_action_queries
             return BackboneOutput(right_hidden[:, -n:],
                                   torch.ones(right_hidden.shape[0], n, dtype=torch.bool, device=right_hidden.device))
         return BackboneOutput(right_hidden, right.attention_mask.bool())
 
+    def _twin_forward(self, inputs: TwinBrainInputs) -> torch.Tensor:
+        """The Left, then the Right with AsyMoT joint attention over the Left's recorded K/V (bidirectional: the
+        Left's stock forward stops before its first layer, and the Right's attention advances it layer by layer)."""
+        left, right = inputs.left, inputs.right
+        joint_layers = self.joint_layers
+        trainable = self.config.left_trainable
+        share = self.shares_prefix(left)
+        context = AsyMoTContext(self.left_prefix.left_valid(left) if share else left.attention_mask,
+                                right.attention_mask, self.backend,
+                                stop_after_layer=self.num_text_layers - 1 if joint_layers is None else joint_layers[-1],
+                                joint_layers=joint_layers, bidirectional=self.config.cross_attention == "bidirectional",
+                                left_trainable=trainable)
+        left_core = vlm_core(self.left_brain)
+        shared_vision = (
+            image_features_computed_once(left_core, self.right_brain)
+            if self.vision_is_shared() and self._same_images(left, right) else contextlib.nullcontext()
+        )
+        with shared_vision:
+            if context.bidirectional:
+                LeftStepper(left_core, left.tensors, context, grad=trainable)
+            else:
+                # A frozen Left stores nothing for backward; its K/V reach the Right detached.
+                with no_grad_unless(trainable):
+                    self._left_forward(left, context, share)
+            return self._right_forward(inputs, context)
+
     def shares_prefix(self, left: BrainInputs) -> bool:
         """Whether this batch's Left runs with the shared prefix K/V (``framework.twinbrain.share_prefix``).
-        Only where the Left is a plain causal VLM: a Left that attends to the Right could not share them."""
-        return self.config.share_prefix and self.left_prefix.applies(left)
+        Only where the Left is a frozen plain causal VLM: a Left that attends to the Right (bidirectional) has
+        per-sample prefix K/V, and a trainable Left needs gradients through them (the cache holds none)."""
+        return (self.config.share_prefix and self.config.cross_attention == "asymmetric"
+                and not self.config.left_trainable and self.left_prefix.applies(left))
 
     def _left_forward(self, left: BrainInputs, context: AsyMoTContext, share: bool) -> None:
-        """The Left's forward (under no_grad): records its per-layer K/V into ``context``, nothing else."""
+        """The Left's forward: records its per-layer K/V into ``context``, nothing else."""
         left_core = vlm_core(self.left_brain)
         if share:
             self.left_prefix.run_left(left_core, left, context)
@@ -301,7 +341,9 @@ class DualBrainBackbone(nn.Module):
             return False
         return all(torch.equal(left.tensors[k], right.tensors[k]) for k in keys)
 
-    def _right_forward(self, inputs: TwinBrainInputs, context: AsyMoTContext) -> torch.Tensor:
+    def _right_forward(self, inputs: TwinBrainInputs, context: AsyMoTContext | None) -> torch.Tensor:
+        """The Right Brain's final hidden states. ``context`` None: the Right alone, with its stock attention and
+        the stock causal + padding mask (``cross_attention: none``)."""
         right = inputs.right
         embeds = self.right_brain.get_input_embeddings()(right.input_ids)  # [B, L_r, H]
         extra = []
@@ -315,13 +357,15 @@ class DualBrainBackbone(nn.Module):
             embeds = torch.cat([embeds[:, : embeds.shape[1] - self.num_extra_slots], *extra], dim=1)
 
         # Embeddings only (the image slots still hold the image-token embedding, which is how the model finds them);
-        # the positions come from the token ids, so the appended slots are ordinary text positions. The padding
-        # mask is left out: the joint mask lives in the context, so the stock per-forward mask is not built.
-        tensors = {k: v for k, v in right.tensors.items() if k not in ("input_ids", "attention_mask")}
+        # the positions come from the token ids, so the appended slots are ordinary text positions. Where every
+        # layer is joint the padding mask is left out: the joint mask lives in the context, so the stock
+        # per-forward mask is not built; layers with stock attention need it.
+        stock_layers = context is None or context.joint_layers is not None
+        dropped = ("input_ids",) if stock_layers else ("input_ids", "attention_mask")
+        tensors = {k: v for k, v in right.tensors.items() if k not in dropped}
         position_ids = rope_position_ids(self.right_brain, right.input_ids, right.tensors)
-        out = self.right_brain(
-            **tensors, inputs_embeds=embeds, position_ids=position_ids, use_cache=False, asymot_context=context
-        )
+        joint = {} if context is None else {"asymot_context": context}
+        out = self.right_brain(**tensors, inputs_embeds=embeds, position_ids=position_ids, use_cache=False, **joint)
         return out.last_hidden_state
 
     # ------------------------------------------------------------------ the preserved generalist

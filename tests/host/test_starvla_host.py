@@ -211,3 +211,42 @@ def test_from_pretrained_loads_an_embedded_run(qwen25, tmp_path, monkeypatch):
     torch.manual_seed(4)
     b = trained.predict_action(examples())["normalized_actions"]
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("switches", [{"cross_attention": "none"},
+                                      {"cross_attention": "bidirectional", "cross_layers": "odd"},
+                                      {"left_trainable": True}])
+def test_switches_under_starvla(qwen25, tmp_path, switches):
+    """The ablation switches from the YAML under starVLA's trainer: read through its tracked config, saved in
+    config.yaml, rebuilt with the same predictions; a trainable Left lands in starVLA's optimizer groups."""
+    from starVLA.model.framework.base_framework import build_framework
+    from starVLA.training.trainer_utils.config_tracker import wrap_config
+    from starVLA.training.trainer_utils.trainer_tools import build_param_lr_groups
+
+    cfg = tiny_config(qwen25)
+    cfg.framework.twinbrain = OmegaConf.merge(cfg.framework.twinbrain, switches)
+    cfg = wrap_config(cfg)
+    torch.manual_seed(0)
+    model = build_framework(cfg)
+    assert all(getattr(model.backbone.config, key) == value for key, value in switches.items())
+    model.train()
+    assert torch.isfinite(model(examples())["action_loss"])
+    left = {id(p) for p in model.left_brain.parameters()}
+    in_groups = {id(p) for g in build_param_lr_groups(model=model, cfg=cfg) for p in g["params"]}
+    if switches.get("left_trainable"):
+        assert left <= in_groups and "left_brain" not in cfg.trainer.freeze_modules
+    else:
+        assert not left & in_groups
+    saved = tmp_path / "config.yaml"
+    cfg.save_accessed_config(saved, use_original_values=False)
+    reread = OmegaConf.load(saved)
+    assert all(reread.framework.twinbrain[key] == value for key, value in switches.items())
+    torch.manual_seed(5)
+    rebuilt = build_framework(reread)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    model.eval(), rebuilt.eval()
+    torch.manual_seed(4)
+    a = model.predict_action(examples())["normalized_actions"]
+    torch.manual_seed(4)
+    b = rebuilt.predict_action(examples())["normalized_actions"]
+    np.testing.assert_array_equal(a, b)

@@ -6,8 +6,7 @@ import torch
 from starvla_twinbrain.config import BackboneConfig
 from starvla_twinbrain.model.asymot_attention import AsyMoTContext
 from starvla_twinbrain.model.dual_brain import DualBrainBackbone
-from starvla_twinbrain.model.processing import family_of
-from starvla_twinbrain.model.qwen_compat import load_vlm, vlm_core
+from starvla_twinbrain.model.qwen_compat import vlm_core
 from tests.factories import BACKBONE_SAMPLES as SAMPLES
 from tests.factories import FP32_TOL as TOL
 from tests.factories import STATE_DIM, random_image
@@ -16,11 +15,6 @@ from tests.factories import prepare_backbone as prepare
 
 def valid_rows(output, b):
     return output.hidden_states[b][output.attention_mask[b]]
-
-
-@pytest.fixture(scope="module")
-def stock(tiny_vlm):
-    return load_vlm(tiny_vlm, family_of(tiny_vlm), "sdpa").eval()
 
 
 def test_left_brain_equals_stock_bit_for_bit(tiny_vlm, stock):
