@@ -9,6 +9,10 @@ head). Ratios measured in one run.
 - inference: one observation → one action chunk (VLMs once, 4 Euler steps of the head), batch 1;
 - peak training memory: the process's peak RSS over its state before any model was loaded;
 - checkpoint: the bytes of the saved state dict (TwinBrain stores the Left Brain by reference).
+- low-memory training (memory only, each in its own process): TwinBrain fully fine-tuned, with LoRA on the Right
+  (``framework.twinbrain.right_lora``: r 16, alpha 32, the decoder's q/k/v/o/gate/up/down), and LoRA with the int8
+  Left (``left_precision: int8``), against the single brain: peak training memory, trainable bytes, the bytes the
+  weights, gradients and AdamW state really hold (int8 weights counted as int8 + scales), checkpoint.
 Times: both models in one process, timed in alternation round by round, so that machine drift hits both alike.
 Memory and checkpoint: each variant in its own process.
 Median of ``--repeats`` timed rounds after two warm-up rounds (inference: 4× as many). ``--compile-head`` compiles both
@@ -40,13 +44,21 @@ MODEL = dict(hidden_size=512, num_layers=4, num_heads=8, num_kv_heads=2)
 HEAD_LAYERS, HORIZON, DIM, BATCH, IMAGE = 1, 16, 7, 4, 112
 
 
-def _config(vlm: str, compile_head: bool, freeze_vision: bool):
+LORA = {"r": 16, "alpha": 32}
+# variant -> framework.twinbrain settings; "single" is the baseline
+LOW_MEMORY_VARIANTS = {"twin": {}, "twin_lora": {"right_lora": LORA},
+                       "twin_lora_int8": {"right_lora": LORA, "left_precision": "int8"}}
+
+
+def _config(vlm: str, compile_head: bool, freeze_vision: bool, **twinbrain):
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(ROOT / "configs" / "tiny_cpu.yaml")
     cfg.framework.qwenvl.base_vlm = vlm
     cfg.framework.twinbrain.compile_action_head = compile_head
     cfg.framework.twinbrain.freeze_right_vision = freeze_vision
+    for key, value in twinbrain.items():
+        cfg.framework.twinbrain[key] = value
     cfg.framework.action_model.update(action_horizon=HORIZON, action_dim=DIM, state_dim=DIM,
                                       repeated_diffusion_steps=8, hidden_size=1024)
     cfg.framework.action_model.diffusion_model_cfg.update(num_layers=HEAD_LAYERS, output_dim=1024)
@@ -117,7 +129,7 @@ def _build(variant: str, cfg):
     from starvla_twinbrain.framework.twinbrain import TwinBrain
 
     torch.manual_seed(0)
-    return TwinBrain(cfg) if variant == "twin" else SingleBrainVLA(cfg)
+    return TwinBrain(cfg) if variant.startswith("twin") else SingleBrainVLA(cfg)
 
 
 def _train_step(model, batch):
@@ -130,14 +142,17 @@ def _train_step(model, batch):
         loss.backward()
         optimizer.step()
 
+    step.optimizer = optimizer
     return step
 
 
 def _memory_worker(variant: str, vlm: str, compile_head: bool, freeze_vision: bool) -> dict:
     """One variant in a fresh process: peak RSS of training over the state before any model was loaded, and the
     checkpoint's size."""
+    from starvla_twinbrain.model.low_memory import module_bytes, storage_bytes
+
     baseline = _rss_kb()
-    model = _build(variant, _config(vlm, compile_head, freeze_vision)).train()
+    model = _build(variant, _config(vlm, compile_head, freeze_vision, **LOW_MEMORY_VARIANTS.get(variant, {}))).train()
     step = _train_step(model, _examples(BATCH))
     for _ in range(3):
         step()
@@ -145,8 +160,12 @@ def _memory_worker(variant: str, vlm: str, compile_head: bool, freeze_vision: bo
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    grads = sum(storage_bytes(p.grad) for p in trainable if p.grad is not None)
+    optimizer = sum(storage_bytes(t) for p in trainable for t in step.optimizer.state[p].values() if torch.is_tensor(t))
     return {"peak_growth_mb": (peak - baseline) / 1024, "checkpoint_mb": buffer.tell() / 2**20,
             "trainable_mb": sum(p.numel() * p.element_size() for p in trainable) / 2**20,
+            "weights_mb": module_bytes(model) / 2**20, "grads_adamw_mb": (grads + optimizer) / 2**20,
+            "trainable_m": sum(p.numel() for p in trainable) / 1e6,
             "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 
@@ -173,7 +192,7 @@ def main() -> None:
     parser.add_argument("--freeze-vision", action="store_true",
                         help="freeze the vision tower in both (TwinBrain: framework.twinbrain.freeze_right_vision, "
                         "so the Left's image features serve the Right too)")
-    parser.add_argument("--worker", choices=["single", "twin", "timing"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["single", *LOW_MEMORY_VARIANTS, "timing"], help=argparse.SUPPRESS)
     parser.add_argument("--vlm", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "timing":
@@ -189,7 +208,8 @@ def main() -> None:
         vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL))
         flags = ["--vlm", vlm, "--repeats", str(args.repeats)]
         flags += ["--compile-head"] * args.compile_head + ["--freeze-vision"] * args.freeze_vision
-        single, twin = _run_worker(__file__, "single", *flags), _run_worker(__file__, "twin", *flags)
+        memory = {variant: _run_worker(__file__, variant, *flags) for variant in ("single", *LOW_MEMORY_VARIANTS)}
+        single, twin = memory["single"], memory["twin"]
         timing = _run_worker(__file__, "timing", *flags)
         single.update(timing["single"])
         twin.update(timing["twin"])
@@ -204,10 +224,24 @@ def main() -> None:
             ("trainable_mb", "trainable parameters MB", 1), ("parameters_m", "parameters (M)", 1))
     for key, label, scale in rows:
         print(f"{label:34}{single[key] * scale:10.1f}{twin[key] * scale:10.1f}{twin[key] / single[key]:8.2f}")
+    print_low_memory(memory)
     if args.json:
         args.json.write_text(json.dumps({"model": MODEL, "head_layers": HEAD_LAYERS, "batch": BATCH,
                                          "compile_head": args.compile_head, "freeze_vision": args.freeze_vision,
-                                         "single": single, "twin": twin}, indent=2))
+                                         "single": single, "twin": twin, "low_memory": memory, "lora": LORA},
+                                        indent=2))
+
+
+def print_low_memory(memory: dict) -> None:
+    names = ("single", *LOW_MEMORY_VARIANTS)
+    print(f"\nLow-memory training (each variant in its own process; ratio: to the single brain; LoRA r {LORA['r']})")
+    print(f"{'':30}" + "".join(f"{n:>16}" for n in names))
+    rows = (("peak_growth_mb", "peak training memory MB"), ("trainable_mb", "trainable parameters MB"),
+            ("trainable_m", "trainable parameters (M)"), ("weights_mb", "weights held MB"),
+            ("grads_adamw_mb", "gradients + AdamW MB"), ("checkpoint_mb", "checkpoint MB"))
+    for key, label in rows:
+        base = memory["single"][key]
+        print(f"{label:30}" + "".join(f"{memory[n][key]:9.1f} ({memory[n][key] / base:4.2f})" for n in names))
 
 
 if __name__ == "__main__":

@@ -316,10 +316,11 @@ def _is_mapping(node) -> bool:
 
 
 def _is_sequence(node) -> bool:
-    from omegaconf import ListConfig
+    import omegaconf
 
     inner = node.unwrap() if hasattr(node, "unwrap") else node
-    return isinstance(inner, (ListConfig, list, tuple))
+    # TupleConfig: newer omegaconf keeps tuples (e.g. right_lora.target_modules written back) as their own node type
+    return isinstance(inner, (omegaconf.ListConfig, getattr(omegaconf, "TupleConfig", list), list, tuple))
 
 
 def config_select(cfg, dotted: str, default=None):

@@ -223,3 +223,34 @@ def test_lora_and_int8_config_round_trips(tiny_vlm):
     assert again.twin.options == model.twin.options
     assert again.twin.options.right_lora.target_modules == ("q_proj", "v_proj")
     assert again.config.trainer.freeze_modules.split(",").count("right_brain_frozen_base") == 1
+
+
+def test_embedded_trainer_lora_int8_run_serves_identical_actions(tiny_vlm, tmp_path):
+    """The embedded runtime trains a LoRA + int8-Left run; `starvla serve`'s loader (ServedPolicy.from_checkpoint)
+    serves the adapters unmerged and gives the actions of the trained model; resume state loads too."""
+    from starvla_twinbrain.runtime import checkpoint as ckpt
+    from starvla_twinbrain.runtime.trainer import train
+    from starvla_twinbrain.serving.policy import ServedPolicy
+
+    cfg = make_config(tiny_vlm, right_lora=LORA, left_precision="int8")
+    cfg.run_root_dir, cfg.run_id = str(tmp_path), "lora"
+    cfg.trainer.max_train_steps, cfg.trainer.save_interval = 2, 2
+    cfg.datasets.vla_data.per_device_batch_size = 2
+    data = examples(4)
+    for ex in data:
+        ex["action"] = ex["action"].astype(np.float32)
+    result = train(cfg, data, {"robot": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}})
+    model_file = result.run_dir / "checkpoints" / "steps_2_pytorch_model.pt"
+    state = ckpt.load_state_dict(model_file)
+    assert any(".lora_B." in k for k in state) and not any(k.startswith("left_brain.") for k in state)
+    assert all(v.abs().sum() > 0 for k, v in state.items() if ".lora_B." in k)  # the adapters trained
+    policy = ServedPolicy.from_checkpoint(model_file, device="cpu")
+    assert policy.metadata["left_precision"].startswith("int8") and policy.metadata["right_lora"]
+    trained = TwinBrain(OmegaConf.load(result.run_dir / "config.yaml")).eval()
+    trained.load_state_dict(state, strict=True)
+    batch = examples(2, with_action=False)
+    np.testing.assert_array_equal(policy.model.predict_action(batch, seed=5)["normalized_actions"],
+                                  trained.predict_action(batch, seed=5)["normalized_actions"])
+    resumed = train(OmegaConf.merge(cfg, {"trainer": {"is_resume": True, "max_train_steps": 3}}), data,
+                    {"robot": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}})
+    assert resumed.step == 3
