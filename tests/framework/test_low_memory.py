@@ -207,6 +207,7 @@ def test_int8_left_chats_and_says_so(tiny_vlm):
     from starvla_twinbrain.serving.policy import ServedPolicy
 
     model = build(tiny_vlm, left_precision="int8", right_lora=LORA)
+    assert model.backbone.vision_is_shared()  # the int8 Left keeps its vision tower: one tower for both brains
     policy = ServedPolicy(model, model.config, {"robot": {"action": {}}})
     image = np.zeros((32, 32, 3), np.uint8)
     reply = policy.chat(image=[image], question="What is in the image?", max_new_tokens=4)
