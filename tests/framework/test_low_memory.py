@@ -255,3 +255,20 @@ def test_embedded_trainer_lora_int8_run_serves_identical_actions(tiny_vlm, tmp_p
     resumed = train(OmegaConf.merge(cfg, {"trainer": {"is_resume": True, "max_train_steps": 3}}), data,
                     {"robot": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}})
     assert resumed.step == 3
+
+
+def test_lora_with_gradient_checkpointing_gives_the_same_gradients(tiny_vlm):
+    """Recomputed decoder layers (non-reentrant checkpointing) with frozen embeddings still reach the adapters."""
+    grads = []
+    for checkpointing in (False, True):
+        model = build(tiny_vlm, right_lora=LORA, gradient_checkpointing=checkpointing).train()
+        with torch.no_grad():
+            for name, p in model.right_brain.named_parameters():
+                if ".lora_B." in name:
+                    p.fill_(0.01)
+        torch.manual_seed(1)
+        model(examples(2))["action_loss"].backward()
+        grads.append({n: p.grad for n, p in model.right_brain.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and all(g.abs().sum() > 0 for g in grads[1].values())
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-6, msg=name)
