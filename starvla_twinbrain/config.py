@@ -296,11 +296,21 @@ class TwinBrainConfig:
 
         from omegaconf import OmegaConf
 
-        config_set(cfg.framework, "twinbrain", OmegaConf.create(asdict(self.options)))
+        config_set(cfg.framework, "twinbrain", OmegaConf.create(_tuples_as_lists(asdict(self.options))))
         config_set(cfg.framework, "action_model",
                    OmegaConf.merge(config_to_dict(cfg.framework.action_model), self.action_model))
         # read every key back through the host's config so that a tracking host saves all of them
         config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
+
+
+def _tuples_as_lists(value):
+    """YAML has lists; omegaconf 2.4 would keep a tuple (right_lora.target_modules) as a TupleConfig, which
+    starVLA's tracked config cannot iterate."""
+    if isinstance(value, dict):
+        return {k: _tuples_as_lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tuples_as_lists(v) for v in value]
+    return value
 
 
 # The host hands __init__ either an OmegaConf DictConfig or starVLA's AccessTrackedConfig (its trainer wraps the
@@ -316,11 +326,10 @@ def _is_mapping(node) -> bool:
 
 
 def _is_sequence(node) -> bool:
-    import omegaconf
+    from omegaconf import ListConfig
 
     inner = node.unwrap() if hasattr(node, "unwrap") else node
-    # TupleConfig: newer omegaconf keeps tuples (e.g. right_lora.target_modules written back) as their own node type
-    return isinstance(inner, (omegaconf.ListConfig, getattr(omegaconf, "TupleConfig", list), list, tuple))
+    return isinstance(inner, (ListConfig, list, tuple))
 
 
 def config_select(cfg, dotted: str, default=None):

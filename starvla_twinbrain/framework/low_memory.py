@@ -49,10 +49,12 @@ def setup(model) -> None:
                     options.right_lora.alpha, len(targets), adapters / 1e6, trainable / 1e6)
     if options.left_precision == "int8":
         before = low_memory.module_bytes(model.left_brain)
-        count = low_memory.quantize_left_int8(model.left_brain)
+        names = low_memory.quantize_left_int8(model.left_brain)
+        # DDP (accelerate's multi-process runs) must not broadcast them either: identical on every rank by construction
+        model._ddp_params_and_buffers_to_ignore = [f"left_brain.{n}" for n in names]
         after = low_memory.module_bytes(model.left_brain)
         logger.info("Left Brain: %d decoder linear layers int8 weight-only (torchao): %.1f MB -> %.1f MB",
-                    count, before / 2**20, after / 2**20)
+                    len(names), before / 2**20, after / 2**20)
 
 
 def right_stored_by_reference(module) -> bool:

@@ -89,15 +89,28 @@ def has_lora(module: nn.Module) -> bool:
 # ---------------------------------------------------------------------------------------------------- int8 Left
 
 
-def quantize_left_int8(left_brain: nn.Module) -> int:
-    """The Left's text-decoder linear weights to int8 weight-only, in place. Returns how many layers."""
+def quantize_left_int8(left_brain: nn.Module) -> list[str]:
+    """The Left's text-decoder linear weights to int8 weight-only, in place. Returns their names (relative to
+    ``left_brain``).
+
+    They become buffers, not parameters: they never train, and distributed engines broadcast every parameter
+    from rank 0 at start (DeepSpeed's ``_broadcast_model``), which torchao's tensors do not support. Every rank
+    derives the same int8 weights from the same base, so there is nothing to broadcast. DDP also broadcasts
+    buffers; the framework lists these in ``_ddp_params_and_buffers_to_ignore``."""
     require("torchao", "framework.twinbrain.left_precision=int8")
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
     decoder = vlm_core(left_brain).language_model
-    count = sum(isinstance(m, nn.Linear) for m in decoder.modules())
     quantize_(decoder, Int8WeightOnlyConfig())  # default filter: every nn.Linear
-    return count
+    prefix = {id(m): n for n, m in left_brain.named_modules()}
+    names = []
+    for module in decoder.modules():
+        if isinstance(module, nn.Linear) and is_quantized(module.weight):
+            weight = module.weight.detach()
+            del module.weight  # the Parameter
+            module.register_buffer("weight", weight)
+            names.append(f"{prefix[id(module)]}.weight")
+    return names
 
 
 def is_quantized(tensor: torch.Tensor) -> bool:

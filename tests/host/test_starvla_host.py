@@ -227,6 +227,7 @@ def test_lora_int8_gives_starvla_optimizer_groups_of_exactly_the_trainable_set(q
     # framework declares them (right_brain_frozen_base) in trainer.freeze_modules next to the Left.
     pytest.importorskip("peft"), pytest.importorskip("torchao")
     from starVLA.model.framework.base_framework import build_framework
+    from starVLA.training.trainer_utils.config_tracker import wrap_config
     from starVLA.training.trainer_utils.trainer_tools import build_param_lr_groups
 
     cfg = tiny_config(qwen25)
@@ -236,6 +237,7 @@ def test_lora_int8_gives_starvla_optimizer_groups_of_exactly_the_trainable_set(q
         del cfg.trainer["freeze_modules"]
     cfg.framework.twinbrain.right_lora = LORA
     cfg.framework.twinbrain.left_precision = "int8"
+    cfg = wrap_config(cfg)  # as starVLA's trainer hands it over (its tracked config; lists, never tuples)
     torch.manual_seed(0)
     model = build_framework(cfg)
     groups = build_param_lr_groups(model=model, cfg=cfg)
