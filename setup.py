@@ -81,6 +81,9 @@ setup(
         "test": ["pytest>=8", "hypothesis>=6"],
         # LeRobot v3.0 datasets for the embedded trainer; lerobot 0.6 needs Python >= 3.12 and transformers 5.x.
         "lerobot": ['lerobot[dataset]==0.6.1; python_version >= "3.12"'],
+        # Low-memory training (framework.twinbrain.right_lora / left_precision: int8); optional because a full
+        # fine-tuning run needs neither. Lower bounds: the versions tested (torch 2.11 / 2.13 / 2.14).
+        "lowmem": ["peft>=0.21.2", "torchao>=0.18.0"],
     },
     entry_points={"console_scripts": ["starvla=starvla_twinbrain.cli:main"]},
 )

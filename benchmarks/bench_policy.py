@@ -23,6 +23,11 @@ inference gives one chunk for one observation.
 Times: every model in one process, timed in alternation round by round, so that the machine's drift hits all
 alike. Each ratio is the median of per-round ratios (variant / baseline in the same round), with its range.
 Memory: peak RSS growth of 3 training steps, each model in its own process. A benchmark, not a test.
+
+Low-memory training (memory only, each in its own process): TwinBrain fully fine-tuned, with LoRA on the Right
+(``framework.twinbrain.right_lora``: r 16, alpha 32, the decoder's q/k/v/o/gate/up/down), and LoRA with the int8
+Left (``left_precision: int8``), against QwenGR00T: peak training memory, trainable bytes, the bytes the weights,
+gradients and AdamW state really hold (int8 weights counted as int8 + scales), checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import io
 import json
 import os
 import resource
@@ -62,6 +68,8 @@ LEVERS: dict[str, dict] = {
     "compiled_head": {"compile_action_head": True},
     "best": {"freeze_right_vision": True, "condition": "action_queries", "compile_action_head": True},
 }
+LORA = {"r": 16, "alpha": 32}
+LOW_MEMORY_VARIANTS = {"twin_lora": {"right_lora": LORA}, "twin_lora_int8": {"right_lora": LORA, "left_precision": "int8"}}
 # What a lever does to the model's outputs: exact ones are measured (max action difference to "twin").
 ACCURACY = {
     "twin": "reference", "no_share_prefix": "exact", "compiled_head": "exact (float)",
@@ -161,7 +169,7 @@ def _build(variant: str, vlm: str, use_starvla: bool):
         return QwenGR00TReplica(_config(vlm, framework="QwenGR00T"))
     from starvla_twinbrain.framework.twinbrain import TwinBrain
 
-    return TwinBrain(_config(vlm, LEVERS[variant]))
+    return TwinBrain(_config(vlm, LEVERS[variant] if variant in LEVERS else LOW_MEMORY_VARIANTS[variant]))
 
 
 def _tokens(model, variant: str, examples) -> dict:
@@ -190,6 +198,7 @@ def _train_step(model, batch):
         loss.backward()
         optimizer.step()
 
+    step.optimizer = optimizer
     return step
 
 
@@ -216,13 +225,25 @@ def _summary(times: dict[str, list[float]]) -> dict[str, dict]:
 
 
 def _memory_worker(variant: str, vlm: str, use_starvla: bool) -> dict:
+    """One variant in a fresh process: peak RSS of 3 training steps over the state before any model was loaded, the
+    bytes its weights, trainable parameters, gradients and AdamW state hold, and its checkpoint's size."""
+    from starvla_twinbrain.model.low_memory import module_bytes, storage_bytes
+
     baseline = _rss_kb()
     model = _build(variant, vlm, use_starvla).train()
     step = _train_step(model, _examples(BATCH))
     for _ in range(3):
         step()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_growth_mb": (peak - baseline) / 1024}
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grads = sum(storage_bytes(p.grad) for p in trainable if p.grad is not None)
+    adamw = sum(storage_bytes(t) for p in trainable for t in step.optimizer.state[p].values() if torch.is_tensor(t))
+    return {"peak_growth_mb": (peak - baseline) / 1024, "checkpoint_mb": buffer.tell() / 2**20,
+            "trainable_mb": sum(p.numel() * p.element_size() for p in trainable) / 2**20,
+            "trainable_m": sum(p.numel() for p in trainable) / 1e6, "weights_mb": module_bytes(model) / 2**20,
+            "grads_adamw_mb": (grads + adamw) / 2**20}
 
 
 def _variants(use_starvla: bool) -> tuple[str, ...]:
@@ -272,9 +293,10 @@ def main() -> None:
         vlm = str(make_tiny_vlm(Path(tmp) / "bench-Qwen2.5-VL", family="qwen2_5_vl", image_size=IMAGE, **MODEL,
                                 **tokenizer_kwargs()))
         flags = ["--vlm", vlm, "--repeats", str(args.repeats)] + ["--no-starvla"] * args.no_starvla
-        memory = {v: _run_worker(__file__, v, *flags)["peak_growth_mb"]
-                  for v in _variants(use_starvla) if v != "compiled_head"}
-        memory["compiled_head"] = memory["twin"]
+        measured = {v: _run_worker(__file__, v, *flags)
+                    for v in (*_variants(use_starvla), *LOW_MEMORY_VARIANTS) if v != "compiled_head"}
+        measured["compiled_head"] = measured["twin"]
+        memory = {v: m["peak_growth_mb"] for v, m in measured.items()}
         timing = _run_worker(__file__, "timing", *flags)
 
     baseline_name = "starVLA's QwenGR00T (build_framework)" if use_starvla else "QwenGR00T replica (no starVLA here)"
@@ -298,10 +320,24 @@ def main() -> None:
     print("accuracy: " + "; ".join(f"{v}: {ACCURACY[v]}" for v in LEVERS))
     print("max action difference to twin (same weights, same noise): " +
           ", ".join(f"{v} {d:.1e}" for v, d in timing["action_difference"].items()))
+    print_low_memory(measured)
     if args.json:
         args.json.write_text(json.dumps({"model": MODEL, "head_layers": HEAD_LAYERS, "batch": BATCH,
                                          "baseline": baseline_name, "tokenizer": corpus_description(),
-                                         "memory_mb": memory, **timing}, indent=2))
+                                         "memory_mb": memory, "low_memory": measured, "lora": LORA, **timing},
+                                        indent=2))
+
+
+def print_low_memory(measured: dict) -> None:
+    names = (BASELINE, "twin", *LOW_MEMORY_VARIANTS)
+    print(f"\nLow-memory training (each variant in its own process; ratio to {BASELINE}; LoRA r {LORA['r']})")
+    print(f"{'':30}" + "".join(f"{n:>18}" for n in names))
+    rows = (("peak_growth_mb", "peak training memory MB"), ("trainable_mb", "trainable parameters MB"),
+            ("trainable_m", "trainable parameters (M)"), ("weights_mb", "weights held MB"),
+            ("grads_adamw_mb", "gradients + AdamW MB"), ("checkpoint_mb", "checkpoint MB"))
+    for key, label in rows:
+        base = measured[BASELINE][key]
+        print(f"{label:30}" + "".join(f"{measured[n][key]:11.1f} ({measured[n][key] / base:4.2f})" for n in names))
 
 
 if __name__ == "__main__":

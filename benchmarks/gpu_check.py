@@ -20,7 +20,10 @@ made on the GPU in bf16 with a tiny tokenizer (token ids are all that the tokeni
    VLM, same head) in one process, bf16 weights, AdamW: train step time and samples/s at batch 16, peak GPU memory
    of each model's step (its weights, gradients and optimizer state, plus the step's own peak), inference latency
    per action chunk at batch 1; with sdpa and flex_attention, with the Right's vision tower frozen
-   (``freeze_right_vision``) and with the head's DiT compiled for inference (``compile_action_head``).
+   (``freeze_right_vision``) and with the head's DiT compiled for inference (``compile_action_head``); and the
+   low-memory settings (issue 12): LoRA on the Right (``right_lora``, r 16) and LoRA + the int8 Left
+   (``left_precision: int8``), each row with its trainable bytes and the bytes its weights really hold (skipped, with
+   a note, where peft / torchao are not installed: ``pip install 'starvla-twinbrain[lowmem]'``).
 
 ``--tiny``: the same code on CPU at tiny size (runs in CI, tests/test_gpu_check.py). FlexAttention has no backward
 on CPU, so flex gradients and flex training steps are skipped there, with a note.
@@ -75,6 +78,8 @@ REAL_MODELS = {
     ),
 }
 FAMILIES = tuple(REAL_MODELS)
+LORA = {"r": 16, "alpha": 32}  # benchmarks/bench_policy.py's
+LOW_MEMORY_ROWS = {"sdpa, LoRA": {"right_lora": LORA}, "sdpa, LoRA + int8 Left": {"right_lora": LORA, "left_precision": "int8"}}
 BACKENDS = ("eager", "sdpa", "flex_attention")
 AGREEMENT_FACTOR, AGREEMENT_FLOOR = 2.0, 1e-2
 LOSS_RTOL = 1e-3  # resumed vs uninterrupted losses (GPU reductions may reorder; a resume bug moves them by %)
@@ -389,7 +394,9 @@ def _timed(calls: dict, repeats: int, warmup: int, device: str) -> dict[str, flo
 
 
 def _bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    from starvla_twinbrain.model.low_memory import storage_bytes  # int8 weights: their int8 data and scales
+
+    return sum(storage_bytes(t) for t in tensors if t is not None)
 
 
 class TrainStep:
@@ -447,7 +454,8 @@ def benchmark(mode: Mode, vlm: str) -> dict:
         for name, step in steps.items():
             row = report["rows"].setdefault(label, {}).setdefault(name, {})
             row.update(step_s=times[name], samples_per_s=mode.bench_batch / times[name],
-                       peak_gib=step.peak_memory_gib())
+                       peak_gib=step.peak_memory_gib(), trainable_gib=_bytes(step.params) / 2**30,
+                       weights_gib=_bytes(models[name].parameters()) / 2**30)
             print(f"benchmark {label} {name}: train step {times[name] * 1e3:.1f} ms", flush=True)
         del steps
         for model in models.values():
@@ -492,6 +500,26 @@ def benchmark(mode: Mode, vlm: str) -> dict:
         model.compiled_head = InferenceCompiledDiT()
     infer_row("sdpa, head compiled", ["single", "twin"])
     report["parameters_m"] = {n: sum(p.numel() for p in m.parameters()) / 1e6 for n, m in models.items()}
+
+    # Low-memory settings: each TwinBrain built fresh (same seed, same batch) in place of the full one.
+    missing = [m for m in ("peft", "torchao") if importlib.util.find_spec(m) is None]
+    if missing:
+        report.setdefault("notes", []).append(f"LoRA / int8 Left rows skipped: {missing} not installed "
+                                              "(pip install 'starvla-twinbrain[lowmem]')")
+    else:
+        for label, settings in LOW_MEMORY_ROWS.items():
+            models.pop("twin", None)
+            twin = None
+            if mode.device == "cuda":
+                torch.cuda.empty_cache()
+            low = training_config(mode, vlm, mode.out / "runs", "bench")
+            low.framework.qwenvl.attn_implementation = "sdpa"
+            for key, value in settings.items():
+                low.framework.twinbrain[key] = value
+            torch.manual_seed(0)
+            models["twin"] = TwinBrain(low).to(mode.device, mode.bench_dtype).train()
+            train_row(label, ["twin"])
+            report["rows"][label]["twin"]["left_precision"] = models["twin"].left_precision
     del models, twin
     if mode.device == "cuda":
         torch.cuda.empty_cache()
@@ -509,11 +537,12 @@ def print_table(result: dict) -> None:
     if not bench:
         return
     print(f"\n== benchmark: {Path(bench['vlm']).name}, batch {bench['batch']} (inference: 1), {result['device']} ==")
-    print(f"{'variant':28}{'model':8}{'step ms':>10}{'samples/s':>11}{'peak GiB':>10}{'chunk ms':>10}")
+    print(f"{'variant':28}{'model':8}{'step ms':>10}{'samples/s':>11}{'peak GiB':>10}{'train GiB':>10}"
+          f"{'weights GiB':>12}{'chunk ms':>10}")
     for label, row in bench["rows"].items():
         for name, r in row.items():
             cells = [(r.get("step_s"), 1e3, 10), (r.get("samples_per_s"), 1, 11), (r.get("peak_gib"), 1, 10),
-                     (r.get("infer_s"), 1e3, 10)]
+                     (r.get("trainable_gib"), 1, 10), (r.get("weights_gib"), 1, 12), (r.get("infer_s"), 1e3, 10)]
             print(f"{label:28}{name:8}" + "".join(f"{v * scale:{w}.1f}" if v is not None else f"{'-':>{w}}"
                                                   for v, scale, w in cells))
 

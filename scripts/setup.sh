@@ -4,6 +4,7 @@
 #                    and lerobot_policy_twinbrain (editable; the LeRobot policy plugin in its own subfolder)
 #   STACK=tf457      .venv-tf457 on Python 3.11: torch 2.13 CPU build, transformers 4.57.6 (starVLA's pin), no lerobot
 #   VENV=path        where to create it;  PYTHON=...  which interpreter
+# Both stacks get the lowmem extra (peft, torchao: LoRA Right Brain, int8 Left) so that its tests run in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,17 +14,17 @@ STACK=${STACK:-main}
 if [ "$STACK" = tf457 ]; then
   VENV=${VENV:-.venv-tf457}
   PYTHON=${PYTHON:-$(find_python 3.11)}
-  EXTRAS="test"
+  EXTRAS="test,lowmem"
   PINS=("torch==2.13.0" "transformers==4.57.6")   # 2.13.0: the small CPU build on these machines
 else
   VENV=${VENV:-.venv}
   PYTHON=${PYTHON:-$(find_python 3.12 || true)}
-  EXTRAS="test,lerobot"
+  EXTRAS="test,lerobot,lowmem"
   PINS=()
   PLUGINS=(-e ./lerobot_policy_twinbrain)   # TwinBrain as a LeRobot policy: lerobot-train --policy.type=twinbrain
   if [ -z "$PYTHON" ]; then  # lerobot 0.6 needs Python >= 3.12; without it the LeRobot tests skip
     echo "setup: no Python 3.12 found; installing on 3.11 without lerobot (LeRobot data tests will skip)" >&2
-    PYTHON=$(find_python 3.11); EXTRAS="test"; PINS=("torch==2.13.0"); PLUGINS=()
+    PYTHON=$(find_python 3.11); EXTRAS="test,lowmem"; PINS=("torch==2.13.0"); PLUGINS=()
   fi
 fi
 

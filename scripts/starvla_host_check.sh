@@ -4,8 +4,8 @@
 # STARVLA_PY: a Python with starVLA's requirements and this package installed (see ../README.md "starVLA").
 # It runs tests/host; then starVLA's own commands, unmodified and without this package's launchers (the installed
 # autoload hook registers TwinBrain): `accelerate launch ... starVLA/training/train_starvla.py` trains a tiny
-# TwinBrain for STEPS steps (DeepSpeed ZeRO-2) with this repo's tiny config and with a stock-style one (no state,
-# starVLA's stock learning-rate keys), on a dataset made by `starvla make-dataset`, and starVLA's
+# TwinBrain for STEPS steps (DeepSpeed ZeRO-2) with this repo's tiny config, with a stock-style one (no state,
+# starVLA's stock learning-rate keys) and with LoRA + the int8 Left, on a dataset made by `starvla make-dataset`, and starVLA's
 # `deployment/model_server/server_policy.py` serves each run to starVLA's websocket client. Then the same through
 # this package's launchers (`starvla train`, `python -m starvla_twinbrain.host.starvla serve`, `starvla serve`),
 # and the starVLA-trained checkpoint loads in the embedded runtime.
@@ -39,9 +39,18 @@ cfg.trainer.learning_rate = {"base": 1.0e-4, "qwen_vl_interface": 1.0e-4, "actio
 del cfg.trainer["freeze_modules"]
 OmegaConf.save(cfg, sys.argv[2])
 PY
+# Low-memory training: LoRA on the Right Brain and the int8 Left (needs peft and torchao in $STARVLA_PY).
+"$STARVLA_PY" - "$WORK/tiny.yaml" "$WORK/lowmem.yaml" <<'PY'
+import sys
+from omegaconf import OmegaConf
+cfg = OmegaConf.load(sys.argv[1])
+cfg.framework.twinbrain.right_lora = {"r": 8, "alpha": 16}
+cfg.framework.twinbrain.left_precision = "int8"
+OmegaConf.save(cfg, sys.argv[2])
+PY
 
 ACCELERATE="$(dirname "$STARVLA_PY")/accelerate"
-for config in tiny stock; do
+for config in tiny stock lowmem; do
   echo "== starVLA's own train_starvla.py, unmodified, no launcher: $config.yaml"
   (cd "$STARVLA_DIR" && COLUMNS=250 "$ACCELERATE" launch --config_file starVLA/config/deepseeds/deepspeed_zero2.yaml --num_processes 1 \
       starVLA/training/train_starvla.py --config_yaml "$WORK/$config.yaml" --run_id "starvla_cmd_$config" "${TRAIN_ARGS[@]}" \
@@ -51,6 +60,8 @@ for config in tiny stock; do
   grep -Eq "freeze_modules: .*left_brain" "$WORK/starvla_cmd_$config/config.yaml" \
     || { echo "starvla_cmd_$config/config.yaml: trainer.freeze_modules does not name left_brain"; exit 1; }
 done
+grep -Eq "freeze_modules: .*right_brain_frozen_base" "$WORK/starvla_cmd_lowmem/config.yaml" \
+  || { echo "starvla_cmd_lowmem/config.yaml: trainer.freeze_modules does not name right_brain_frozen_base"; exit 1; }
 
 echo "== starvla train (starVLA mode, this package's launcher) from the starVLA checkout"
 (cd "$STARVLA_DIR" && "$STARVLA_PY" -m starvla_twinbrain.cli train --framework twinbrain --config "$WORK/tiny.yaml" \
@@ -87,7 +98,7 @@ PY
 }
 
 port=10095
-for config in tiny stock; do
+for config in tiny stock lowmem; do
   echo "== starVLA's own server_policy.py, unmodified, no launcher, serving starvla_cmd_$config + its websocket client"
   serve $port "$WORK/server_policy_$config.log" \
       "$STARVLA_PY" deployment/model_server/server_policy.py --ckpt_path "$WORK/starvla_cmd_$config/final_model/pytorch_model.pt" --port $port

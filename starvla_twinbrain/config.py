@@ -117,6 +117,39 @@ class BackboneConfig:
 # ----------------------------------------------------------------------------------------------------------
 
 LeftBrainStorage = Literal["reference", "copy"]
+LeftPrecision = Literal["bf16", "int8"]
+
+# ---- low-memory training (issue 12): LoRA on the Right Brain, an int8 Left. Logic in model/low_memory.py.
+# The decoder's linear projections of both families (Qwen2.5-VL and Qwen3-VL name them alike).
+LORA_DECODER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class RightLoraConfig:
+    """``framework.twinbrain.right_lora``: LoRA adapters (the ``peft`` library) on the Right Brain. Absent or null:
+    the Right trains fully. Module names are matched by suffix within the decoder / the vision tower only."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = LORA_DECODER_TARGETS  # in right_brain.language_model
+    vision_target_modules: tuple[str, ...] = ()  # in right_brain.visual; empty: the Right's tower stays frozen
+
+    def __post_init__(self):
+        key = "framework.twinbrain.right_lora"
+        _check_positive_int(f"{key}.r", self.r)
+        _check_positive_int(f"{key}.alpha", self.alpha)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"{key}.dropout={self.dropout!r}: expected a number in [0, 1)")
+        for name in ("target_modules", "vision_target_modules"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+                    isinstance(v, str) and v.strip() for v in value):
+                raise ValueError(f"{key}.{name}={value!r}: expected a list of module names, e.g. [q_proj, v_proj]")
+            object.__setattr__(self, name, tuple(value))  # YAML lists arrive as lists; hashable and saved alike
+        if not self.target_modules and not self.vision_target_modules:
+            raise ValueError(f"{key}: target_modules and vision_target_modules are both empty: nothing to adapt")
+# ---- end low-memory training
 
 
 @dataclass(frozen=True)
@@ -146,9 +179,26 @@ class TwinBrainOptions:
     # The Left trains too (its parameters get gradients through the K/V it passes to the Right); checkpoints then
     # hold its weights whatever left_brain_storage says: a reference can only name the untrained base.
     left_trainable: bool = False
+    right_lora: RightLoraConfig | None = None  # LoRA on the Right Brain (README, "Low-memory training")
+    # The frozen Left's weights: "bf16" = as the precision policy stores frozen weights (bf16 on GPU, fp32 on CPU);
+    # "int8" = its decoder's linear weights int8 weight-only (torchao), derived from the referenced base at load.
+    left_precision: LeftPrecision = "bf16"
 
     def __post_init__(self):
         _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
+        # ---- low-memory training
+        _check_choice("framework.twinbrain.left_precision", self.left_precision, get_args(LeftPrecision))
+        if isinstance(self.right_lora, dict):
+            object.__setattr__(self, "right_lora",
+                               _build_dataclass(RightLoraConfig, self.right_lora, "framework.twinbrain.right_lora"))
+        elif self.right_lora is not None and not isinstance(self.right_lora, RightLoraConfig):
+            raise ValueError(f"framework.twinbrain.right_lora={self.right_lora!r}: expected a mapping "
+                             "{r, alpha, dropout, target_modules, vision_target_modules} or null")
+        if self.left_precision == "int8" and self.left_brain_storage == "copy":
+            raise ValueError("framework.twinbrain.left_precision=int8 with left_brain_storage=copy: the int8 Left is "
+                             "derived from the referenced base checkpoint at load time, never stored; use "
+                             "left_brain_storage: reference")
+        # ---- end low-memory training
         _check_choice("framework.twinbrain.state_into", self.state_into, get_args(StateInto))
         check_switches(self.cross_attention, self.cross_layers, self.left_trainable)
 
@@ -298,11 +348,21 @@ class TwinBrainConfig:
 
         from omegaconf import OmegaConf
 
-        config_set(cfg.framework, "twinbrain", OmegaConf.create(asdict(self.options)))
+        config_set(cfg.framework, "twinbrain", OmegaConf.create(_tuples_as_lists(asdict(self.options))))
         config_set(cfg.framework, "action_model",
                    OmegaConf.merge(config_to_dict(cfg.framework.action_model), self.action_model))
         # read every key back through the host's config so that a tracking host saves all of them
         config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
+
+
+def _tuples_as_lists(value):
+    """YAML has lists; omegaconf 2.4 would keep a tuple (right_lora.target_modules) as a TupleConfig, which
+    starVLA's tracked config cannot iterate."""
+    if isinstance(value, dict):
+        return {k: _tuples_as_lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tuples_as_lists(v) for v in value]
+    return value
 
 
 # The host hands __init__ either an OmegaConf DictConfig or starVLA's AccessTrackedConfig (its trainer wraps the

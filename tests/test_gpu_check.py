@@ -43,7 +43,12 @@ def test_gpu_check_tiny_passes_every_check(tmp_path):
             "Right Brain moved (language model and vision tower)"} <= names
 
     rows = result["benchmark"]["rows"]
-    assert set(rows) == {"sdpa, vision frozen", "sdpa", "flex_attention", "sdpa, head compiled"}
+    assert set(rows) == {"sdpa, vision frozen", "sdpa", "flex_attention", "sdpa, head compiled", "sdpa, LoRA",
+                         "sdpa, LoRA + int8 Left"}
+    full, lora, int8 = rows["sdpa"]["twin"], rows["sdpa, LoRA"]["twin"], rows["sdpa, LoRA + int8 Left"]["twin"]
+    assert lora["step_s"] > 0 and int8["step_s"] > 0
+    assert int8["trainable_gib"] == lora["trainable_gib"] < full["trainable_gib"]
+    assert int8["weights_gib"] < lora["weights_gib"] and int8["left_precision"].startswith("int8")
     assert result["benchmark"]["vision_shared_when_frozen"] and result["benchmark"]["flex_backend"] == "flex_attention"
     for label in ("sdpa, vision frozen", "sdpa"):
         assert rows[label]["twin"]["step_s"] > 0 and rows[label]["single"]["step_s"] > 0

@@ -27,6 +27,7 @@ from ..model.dual_brain import DualBrainBackbone
 from ..model.state_encoder import stack_states
 from . import left_reference
 from ..host.api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
+from . import low_memory as low_memory_setup
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class TwinBrain(BaseFramework):
         self.action_horizon = int(self.twin.action_model["action_horizon"])
         self.action_dim = int(self.twin.action_model["action_dim"])
         self.repeated_diffusion_steps = int(self.twin.action_model.get("repeated_diffusion_steps", 8))
+        low_memory_setup.setup(self)  # framework.twinbrain.right_lora / left_precision (framework/low_memory.py)
         _trainable_in_fp32(self)  # from the start (a bf16 read is exact for bf16 checkpoints); frozen ones as read
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
@@ -213,6 +215,19 @@ class TwinBrain(BaseFramework):
     @property
     def qwen_vl_interface(self) -> nn.Module:
         return self.right_brain
+
+    @property
+    def right_brain_frozen_base(self) -> nn.Module:
+        """The Right Brain's subtrees that do not train (with LoRA: all but the adapters), gathered for
+        ``trainer.freeze_modules`` (see framework/low_memory.py). Not registered: nothing is stored twice."""
+        return nn.ModuleList(_frozen_subtrees(self.right_brain))
+
+    @property
+    def left_precision(self) -> str:
+        """What the Left Brain's decoder weights are now (``int8 weight-only ...``, ``bfloat16``, ``float32``)."""
+        from ..model.low_memory import left_precision
+
+        return left_precision(self.left_brain)
 
     def train(self, mode: bool = True) -> "TwinBrain":
         super().train(mode)
@@ -338,7 +353,10 @@ def _source(example: dict) -> str:
 
 
 def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metadata):
-    if module.twin.options.left_brain_storage != "reference" or module.twin.options.left_trainable:
+    if module.twin.options.left_brain_storage != "reference":
+        return
+    low_memory_setup.drop_right_base(module, state_dict, prefix)  # LoRA: the Right's base is the referenced one
+    if module.twin.options.left_trainable:
         return  # a trained Left is no longer the base checkpoint: its weights are stored
     left = prefix + left_reference.LEFT_PREFIX
     for key in [k for k in state_dict if k.startswith(left)]:
@@ -405,6 +423,9 @@ def _accept_left_by_reference(module: TwinBrain, incompatible_keys):
     if getattr(module, "_loaded_left_by_reference", False):
         left = getattr(module, "_loaded_with_prefix", "") + left_reference.LEFT_PREFIX
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(left)]
+    low_memory_setup.accept_right_base_by_reference(module, incompatible_keys,
+                                                    getattr(module, "_loaded_left_by_reference", False),
+                                                    getattr(module, "_loaded_with_prefix", ""))
 
 
 def register() -> None:

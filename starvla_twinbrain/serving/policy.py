@@ -140,9 +140,16 @@ class ServedPolicy:
             "device": str(param.device),
             "dtype": str(param.dtype).replace("torch.", ""),
             "compiled_head": getattr(self.model, "compiled_head", None) is not None,
+            "left_precision": self.left_precision,
+            "right_lora": OmegaConf.select(self.config, "framework.twinbrain.right_lora") is not None,
             "request_types": ["infer", "ping", "chat"],
             "limits": self.limits,
         }
+
+    @property
+    def left_precision(self) -> str | None:
+        """The Left Brain's weight precision (``framework.twinbrain.left_precision``): it is the Left that chats."""
+        return getattr(self.model, "left_precision", None)
 
     @property
     def limits(self) -> dict:
@@ -240,7 +247,8 @@ class ServedPolicy:
         if kwargs:
             raise RequestError(f"chat: unknown fields {sorted(kwargs)}; expected image, question, max_new_tokens")
         try:
-            return {"answer": self.model.chat(images, question, max_new_tokens=max_new_tokens)}
+            return {"answer": self.model.chat(images, question, max_new_tokens=max_new_tokens),
+                    "left_precision": self.left_precision}  # which Left answered: int8 or as the base
         except InputTooLarge as err:
             raise RequestError(str(err)) from None
 

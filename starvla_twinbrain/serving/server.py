@@ -8,7 +8,7 @@ On connect the server sends the policy's metadata. Then each message is one requ
         → {"status": "ok", "ok": true, "type": "inference_result", "request_id": ..., "data": {"actions": [B, T, D]}}
     {"type": "ping"}                                     → {"status": "ok", "ok": true, "type": "ping", ...}
     {"type": "chat", "payload": {"image": [...], "question": str, "max_new_tokens"?: int}}
-        → {"status": "ok", ..., "data": {"answer": str}}   (the Left Brain: the base VLM, unchanged)
+        → {"status": "ok", ..., "data": {"answer": str, "left_precision": str}}   (the Left Brain, the base VLM)
 
 Anything wrong with a request (undecodable bytes, unknown type, missing image, wrong dtype or shape, NaN state, more
 examples, images or prompt tokens than the limits) gets ``{"status": "error", "ok": false, "error": {"message":

@@ -250,3 +250,70 @@ def test_switches_under_starvla(qwen25, tmp_path, switches):
     torch.manual_seed(4)
     b = rebuilt.predict_action(examples())["normalized_actions"]
     np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------- low-memory training
+LORA = {"r": 4, "alpha": 8}
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["stock-lr-keys", "tiny-yaml"])
+def test_lora_int8_gives_starvla_optimizer_groups_of_exactly_the_trainable_set(qwen25, stock):
+    # With LoRA the Right's base weights are frozen; starVLA's build_param_lr_groups ignores requires_grad, so the
+    # framework declares them (right_brain_frozen_base) in trainer.freeze_modules next to the Left.
+    pytest.importorskip("peft"), pytest.importorskip("torchao")
+    from starVLA.model.framework.base_framework import build_framework
+    from starVLA.training.trainer_utils.config_tracker import wrap_config
+    from starVLA.training.trainer_utils.trainer_tools import build_param_lr_groups
+
+    cfg = tiny_config(qwen25)
+    if stock:
+        cfg.datasets.vla_data.include_state = False
+        cfg.trainer.learning_rate = {"base": 1.0e-5, "qwen_vl_interface": 1.0e-5, "action_model": 1.0e-4}
+        del cfg.trainer["freeze_modules"]
+    cfg.framework.twinbrain.right_lora = LORA
+    cfg.framework.twinbrain.left_precision = "int8"
+    cfg = wrap_config(cfg)  # as starVLA's trainer hands it over (its tracked config; lists, never tuples)
+    torch.manual_seed(0)
+    model = build_framework(cfg)
+    groups = build_param_lr_groups(model=model, cfg=cfg)
+    assert cfg.trainer.freeze_modules.split(",")[-2:] == ["left_brain", "right_brain_frozen_base"]
+    in_groups = sorted(id(p) for g in groups for p in g["params"])
+    assert in_groups == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(".lora_" in names[i] or names[i].startswith(("action_model.", "state_encoder.")) for i in in_groups)
+    assert [g["name"] for g in groups] == (["qwen_vl_interface", "action_model"] if stock
+                                           else ["right_brain", "action_model", "base"])
+    assert model.left_precision.startswith("int8")
+
+
+def test_from_pretrained_loads_an_embedded_lora_int8_run(qwen25, tmp_path, monkeypatch):
+    # The checkpoint holds adapters, head and state encoder (+ the reference); starVLA's loader rebuilds LoRA and
+    # the int8 Left from the run's config and loads it strictly (what starVLA's server_policy.py does).
+    pytest.importorskip("peft"), pytest.importorskip("torchao")
+    from starVLA.model.framework.base_framework import baseframework
+
+    from starvla_twinbrain.runtime.trainer import train
+
+    monkeypatch.setattr(twinbrain_module, "STARVLA_AVAILABLE", False)
+    cfg = tiny_config(qwen25)
+    cfg.framework.twinbrain.right_lora = LORA
+    cfg.framework.twinbrain.left_precision = "int8"
+    cfg.run_root_dir, cfg.run_id = str(tmp_path), "embedded-lora"
+    cfg.trainer.max_train_steps, cfg.trainer.save_interval = 2, 2
+    cfg.datasets.vla_data.per_device_batch_size = 2
+    result = train(cfg, examples(4), {"synthetic": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}})
+    ckpt = result.run_dir / "checkpoints" / "steps_2_pytorch_model.pt"
+    state = torch.load(ckpt, map_location="cpu")
+    assert all(".lora_" in k or k.startswith(("action_model.", "state_encoder.")) or k == "left_brain_reference"
+               for k in state)
+    trained = twinbrain_module.TwinBrain(OmegaConf.load(result.run_dir / "config.yaml")).eval()
+    trained.load_state_dict(state, strict=True)
+    monkeypatch.setattr(twinbrain_module, "STARVLA_AVAILABLE", True)
+
+    loaded = baseframework.from_pretrained(str(ckpt)).eval()
+    assert loaded.left_precision.startswith("int8") and any(".lora_B." in n for n, _ in loaded.named_parameters())
+    torch.manual_seed(4)
+    a = loaded.predict_action(examples())["normalized_actions"]
+    torch.manual_seed(4)
+    b = trained.predict_action(examples())["normalized_actions"]
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

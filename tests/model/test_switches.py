@@ -238,7 +238,8 @@ def test_odd_even_layers_are_what_none_computes(deep_vlm, monkeypatch):
 
     outputs = {}
     for mode, layers in (("none", "all"), ("asymmetric", "odd")):
-        backbone = build(deep_vlm, cross_attention=mode, cross_layers=layers)
+        # share_prefix off: the layer calls counted here are one Left pass (the shared prefix would add its own).
+        backbone = build(deep_vlm, cross_attention=mode, cross_layers=layers, share_prefix=False)
         right_layers = backbone.right_brain.language_model.layers
         right_config = right_layers[0].self_attn.config
         seen = []

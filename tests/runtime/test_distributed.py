@@ -23,11 +23,12 @@ SAMPLES, BATCH = 16, 4  # per process: 2 batches an epoch, so the run crosses ep
 
 
 def launch(vlm: str, root: Path, run_id: str, resume: bool, stop: int = 0, processes: int = 2, batch: int = BATCH,
-           noise_per_sample: bool = False) -> subprocess.CompletedProcess:
+           noise_per_sample: bool = False, low_memory: bool = False) -> subprocess.CompletedProcess:
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
     command = [sys.executable, *launcher, "-m", "tests.runtime.test_distributed", vlm, str(root), run_id,
                str(int(resume)), str(stop), str(batch), str(int(noise_per_sample))]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "TEST_LOW_MEMORY": str(int(low_memory))}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -102,6 +103,18 @@ def test_two_processes_train_as_one_process_with_the_global_batch(vlm, tmp_path)
     assert len(set(np.round(want, 6))) == len(want)  # every step's loss differs: the runs trained, not stood still
 
 
+@pytest.mark.slow
+def test_two_process_lora_int8_run_trains(vlm, tmp_path):
+    """DDP (gloo) with LoRA and the int8 Left: DDP broadcasts parameters and buffers at start, which torchao's int8
+    tensors do not support; the framework lists them in _ddp_params_and_buffers_to_ignore (same on every rank)."""
+    pytest.importorskip("peft"), pytest.importorskip("torchao")
+    run = launch(vlm, tmp_path, "lowmem", resume=False, low_memory=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = ckpt.load_state_dict(tmp_path / "lowmem" / "final_model" / "pytorch_model.pt")
+    assert any(".lora_B." in k for k in state) and not any(k.startswith("left_brain.") for k in state)
+    assert all(v.abs().sum() > 0 for k, v in state.items() if ".lora_B." in k)
+
+
 if __name__ == "__main__":  # one process of the torchrun launch
     from starvla_twinbrain.runtime.trainer import train
     from tests.factories import InterruptAt, learnable_examples, make_cfg
@@ -116,4 +129,7 @@ if __name__ == "__main__":  # one process of the torchrun launch
     data = learnable_examples(SAMPLES)
     cfg = make_cfg(vlm_path, root, run_id, is_resume=resume, **STEPS)
     cfg.datasets.vla_data.per_device_batch_size = batch
+    if os.environ.get("TEST_LOW_MEMORY") == "1":
+        cfg.framework.twinbrain.right_lora = {"r": 4, "alpha": 8}
+        cfg.framework.twinbrain.left_precision = "int8"
     train(cfg, InterruptAt(data, stop) if stop else data)
