@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import operator
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -71,6 +72,8 @@ def training_seed(run: Path, overrides: list[str]) -> int | None:
 def command_line(variant: str, out: str, demos: int, episodes: int, steps: int, eval_seed: int,
                  overrides: list[str]) -> str:
     env = f"OUT={out} VARIANT={variant} DEMOS={demos} EPISODES={episodes} STEPS={steps} EVAL_SEED={eval_seed}"
+    if os.environ.get("OMP_NUM_THREADS"):  # torch's thread count changes the float sums, so it is part of the recipe
+        env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {env}"
     return " ".join([env, "bash eval/robosuite/run.sh", *overrides])
 
 

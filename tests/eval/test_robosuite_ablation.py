@@ -60,6 +60,7 @@ def run_ablation(tmp_path, *extra, successes="state_right=30,state_head=20,state
     import os
 
     env = {**os.environ, "FAKE_PYTHON": sys.executable, "FAKE_SUCCESSES": successes}
+    env.pop("OMP_NUM_THREADS", None)
     return subprocess.run([sys.executable, str(ROOT / "eval" / "robosuite" / "ablation.py"), "run",
                            "--runner", str(FAKE_RUN), "--out", str(tmp_path), *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -96,6 +97,13 @@ def test_variants_get_their_overrides_and_results_carry_the_seeds(tmp_path):
     table = (tmp_path / "summary.md").read_text()
     assert "| `state_right`: state_into: right (cross_attention: asymmetric) | 30/50 | 60 % | 46–72 % | 7 | " \
            "1000–1049 |" in table
+
+
+def test_the_thread_count_is_part_of_the_recorded_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert stats.command_line("v", "runs/x", 50, 50, 500, 1000, ["a.b=1"]) == (
+        "OMP_NUM_THREADS=1 OUT=runs/x VARIANT=v DEMOS=50 EPISODES=50 STEPS=500 EVAL_SEED=1000 "
+        "bash eval/robosuite/run.sh a.b=1")
 
 
 def test_a_subset_of_variants_and_dry_run(tmp_path):
