@@ -13,6 +13,10 @@ from typing import Literal, get_args
 ConditionMode = Literal["all_tokens", "action_queries"]
 StateInto = Literal["right", "head", "both"]
 AttentionBackend = Literal["eager", "sdpa", "flash_attention_2", "flex_attention"]
+# framework.twinbrain.cross_attention: how the Right Brain sees the Left Brain (README, "Faithfulness to the paper").
+#   asymmetric: the paper's AsyMoT, the Right attends over [sg(K_L); K_R], the Left only to itself;
+#   none: no Left on the action path: the single-brain model through the same code, prompts and head.
+CrossAttention = Literal["asymmetric", "none"]
 
 LEFT_SYSTEM_PROMPT = "You are a helpful robot brain that can understand images and texts."
 LEFT_USER_PROMPT = "Instruction: {instruction}"
@@ -78,6 +82,7 @@ class BackboneConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     max_prompt_tokens: int = MAX_PROMPT_TOKENS  # longer prompts are refused before the model runs
     max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
+    cross_attention: CrossAttention = "asymmetric"  # framework.twinbrain.cross_attention
 
     def __post_init__(self):
         if not isinstance(self.base_vlm, str) or not self.base_vlm.strip():
@@ -92,6 +97,7 @@ class BackboneConfig:
         _check_positive_int("framework.twinbrain.state_hidden_dim", self.state_hidden_dim)
         _check_positive_int("framework.twinbrain.max_prompt_tokens", self.max_prompt_tokens)
         _check_positive_int("framework.twinbrain.max_images_per_example", self.max_images_per_example)
+        _check_choice("framework.twinbrain.cross_attention", self.cross_attention, get_args(CrossAttention))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -121,10 +127,21 @@ class TwinBrainOptions:
     max_prompt_tokens: int = MAX_PROMPT_TOKENS
     max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
     truncate_long_prompts: bool = False  # training only: cut an over-long instruction instead of stopping the run
+    # The experiment switches (README, "Faithfulness to the paper"); a checkpoint records them (see VARIANT_KEYS).
+    cross_attention: CrossAttention = "asymmetric"
 
     def __post_init__(self):
         _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
         _check_choice("framework.twinbrain.state_into", self.state_into, get_args(StateInto))
+        _check_choice("framework.twinbrain.cross_attention", self.cross_attention, get_args(CrossAttention))
+
+    @property
+    def variant(self) -> dict:
+        """The switches that change what the backbone computes, as a checkpoint records them."""
+        return {key: getattr(self, key) for key in VARIANT_KEYS}
+
+
+VARIANT_KEYS = ("cross_attention",)
 
 
 # framework.action_model defaults: those of starVLA's QwenGR00T, so a QwenGR00T YAML switched to TwinBrain builds
@@ -236,6 +253,7 @@ class TwinBrainConfig:
             prompts=options.prompts,
             max_prompt_tokens=options.max_prompt_tokens,
             max_images_per_example=options.max_images_per_example,
+            cross_attention=options.cross_attention,
         )
         return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state)
 

@@ -13,6 +13,7 @@ learning-rate key ``qwen_vl_interface`` resolves to the Right Brain.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from typing import Sequence
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TwinBrainConfig, config_select, config_set
+from ..config import TwinBrainConfig, TwinBrainOptions, config_select, config_set
 from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
 from ..model.state_encoder import stack_states
@@ -174,6 +175,8 @@ class TwinBrain(BaseFramework):
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
         self.register_load_state_dict_pre_hook(_check_state_path)
+        self.register_state_dict_post_hook(_store_variant)
+        self.register_load_state_dict_pre_hook(_check_variant)
         self.register_load_state_dict_post_hook(_accept_left_by_reference)
 
     @property
@@ -345,6 +348,33 @@ def _check_state_path(module: TwinBrain, state_dict, prefix, local_metadata, str
                 f"framework.twinbrain.state_into={module.twin.options.state_into!r} and datasets.vla_data.include_state="
                 f"{str(module.twin.include_state).lower()}, {'lacks' if in_checkpoint else 'has'} it: set state_into to "
                 f"the run's ('both' for runs made before the option existed)")
+
+
+# The switches a checkpoint was trained with (framework.twinbrain.cross_attention, ...), as one small uint8 entry of
+# JSON: they change no parameter name, so without it a checkpoint would load into another variant without a word.
+VARIANT_KEY = "twinbrain_variant"
+PRE_SWITCH_VARIANT = TwinBrainOptions().variant  # checkpoints made before the switches existed were all the default
+
+
+def _store_variant(module: TwinBrain, state_dict, prefix, local_metadata):
+    payload = json.dumps(module.twin.options.variant, sort_keys=True).encode()
+    state_dict[prefix + VARIANT_KEY] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).clone()
+
+
+def _check_variant(module: TwinBrain, state_dict, prefix, local_metadata, strict, *args):
+    """Refuse, by key, a checkpoint trained with other switches. Without the entry: a checkpoint from before the
+    switches (the defaults) on a strict load; nothing is known on a partial load (e.g. starVLA's reload_modules)."""
+    tensor = state_dict.pop(prefix + VARIANT_KEY, None)
+    if tensor is None and not strict:
+        return
+    saved = PRE_SWITCH_VARIANT if tensor is None else json.loads(bytes(tensor.cpu().to(torch.uint8).tolist()).decode())
+    ours = module.twin.options.variant
+    differ = [key for key in ours if saved.get(key, PRE_SWITCH_VARIANT[key]) != ours[key]]
+    if differ:
+        made = ", ".join(f"framework.twinbrain.{k}={saved.get(k, PRE_SWITCH_VARIANT[k])!r}" for k in differ)
+        here = ", ".join(f"{ours[k]!r}" for k in differ)
+        raise ValueError(f"the checkpoint was trained with {made}{' (it predates the option)' if tensor is None else ''}"
+                         f" but this model has {here}: set the same value(s) to load it")
 
 
 def _accept_left_by_reference(module: TwinBrain, incompatible_keys):

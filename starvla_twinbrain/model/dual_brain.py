@@ -9,6 +9,9 @@
                                               ▼
                              final hidden states [B, L, H] + mask ──► action head (cross-attention)
 
+``config.cross_attention`` (``framework.twinbrain.cross_attention``): ``asymmetric`` is the picture above;
+``none`` runs the Right alone with its stock attention (the Left is not run; it stays loaded for ``chat``).
+
 Shapes: B batch, L_l / L_r Left / Right tokens (L_r includes appended slots), H text hidden size.
 """
 
@@ -257,6 +260,20 @@ class DualBrainBackbone(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: TwinBrainInputs) -> BackboneOutput:
         left, right = inputs.left, inputs.right
+        if self.config.cross_attention == "none":  # the single-brain model: the Left is not on the action path
+            _ = self.backend  # the Right's stock attention for the weights' device and dtype
+            right_hidden = self._right_forward(inputs, None)
+        else:
+            right_hidden = self._twin_forward(inputs)
+        if self.action_queries is not None:
+            n = self.config.num_action_queries
+            return BackboneOutput(right_hidden[:, -n:],
+                                  torch.ones(right_hidden.shape[0], n, dtype=torch.bool, device=right_hidden.device))
+        return BackboneOutput(right_hidden, right.attention_mask.bool())
+
+    def _twin_forward(self, inputs: TwinBrainInputs) -> torch.Tensor:
+        """The Left, then the Right with AsyMoT joint attention over the Left's recorded K/V."""
+        left, right = inputs.left, inputs.right
         context = AsyMoTContext(left.attention_mask, right.attention_mask, self.backend,
                                 stop_after_layer=self.num_text_layers - 1)
         left_core = vlm_core(self.left_brain)
@@ -270,12 +287,7 @@ class DualBrainBackbone(nn.Module):
                     left_core(**left.tensors, use_cache=False, asymot_context=context)
                 except LeftKeysValuesComplete:  # the Left's last K/V are recorded; the rest of its forward is unused
                     pass
-            right_hidden = self._right_forward(inputs, context)
-        if self.action_queries is not None:
-            n = self.config.num_action_queries
-            return BackboneOutput(right_hidden[:, -n:],
-                                  torch.ones(right_hidden.shape[0], n, dtype=torch.bool, device=right_hidden.device))
-        return BackboneOutput(right_hidden, right.attention_mask.bool())
+            return self._right_forward(inputs, context)
 
     @staticmethod
     def _same_images(left: BrainInputs, right: BrainInputs) -> bool:
@@ -284,7 +296,9 @@ class DualBrainBackbone(nn.Module):
             return False
         return all(torch.equal(left.tensors[k], right.tensors[k]) for k in keys)
 
-    def _right_forward(self, inputs: TwinBrainInputs, context: AsyMoTContext) -> torch.Tensor:
+    def _right_forward(self, inputs: TwinBrainInputs, context: AsyMoTContext | None) -> torch.Tensor:
+        """The Right Brain's final hidden states. ``context`` None: the Right alone, with its stock attention and
+        the stock causal + padding mask (``cross_attention: none``)."""
         right = inputs.right
         embeds = self.right_brain.get_input_embeddings()(right.input_ids)  # [B, L_r, H]
         extra = []
@@ -298,13 +312,14 @@ class DualBrainBackbone(nn.Module):
             embeds = torch.cat([embeds[:, : embeds.shape[1] - self.num_extra_slots], *extra], dim=1)
 
         # Embeddings only (the image slots still hold the image-token embedding, which is how the model finds them);
-        # the positions come from the token ids, so the appended slots are ordinary text positions. The padding
-        # mask is left out: the joint mask lives in the context, so the stock per-forward mask is not built.
-        tensors = {k: v for k, v in right.tensors.items() if k not in ("input_ids", "attention_mask")}
+        # the positions come from the token ids, so the appended slots are ordinary text positions. With a context
+        # the padding mask is left out: the joint mask lives in the context, so the stock per-forward mask is not
+        # built; without one the stock attention needs it.
+        dropped = ("input_ids", "attention_mask") if context is not None else ("input_ids",)
+        tensors = {k: v for k, v in right.tensors.items() if k not in dropped}
         position_ids = rope_position_ids(self.right_brain, right.input_ids, right.tensors)
-        out = self.right_brain(
-            **tensors, inputs_embeds=embeds, position_ids=position_ids, use_cache=False, asymot_context=context
-        )
+        joint = {} if context is None else {"asymot_context": context}
+        out = self.right_brain(**tensors, inputs_embeds=embeds, position_ids=position_ids, use_cache=False, **joint)
         return out.last_hidden_state
 
     # ------------------------------------------------------------------ the preserved generalist
