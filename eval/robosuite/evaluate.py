@@ -62,6 +62,8 @@ def main(argv=None) -> None:
     p.add_argument("--token", default=None, help="the server's --token (default: $STARVLA_POLICY_TOKEN)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=lift.EVAL_SEED, help="episode i uses seed + i (demos use 0..)")
+    p.add_argument("--first", type=int, default=0, help="start at episode FIRST (seed + FIRST), in the environment "
+                   "made from --seed: clients that split one evaluation play exactly the episodes of a single run")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replan", type=int, default=4, help="actions executed from each chunk before the next query")
     p.add_argument("--image-size", type=int, default=64, help="as in the demonstrations")
@@ -78,8 +80,8 @@ def main(argv=None) -> None:
     (args.out / "videos").mkdir(parents=True, exist_ok=True)
 
     episodes = []
-    for i in tqdm(range(args.episodes), desc="evaluate", unit="ep"):
-        episode = run_episode(env, client, args.seed + i, replan, record=i < args.videos)
+    for i in tqdm(range(args.first, args.first + args.episodes), desc="evaluate", unit="ep"):
+        episode = run_episode(env, client, args.seed + i, replan, record=i - args.first < args.videos)
         frames = episode.pop("frames")
         if frames:
             imageio.mimwrite(args.out / "videos" / f"episode_{i:04d}.mp4", frames, fps=20)
