@@ -133,12 +133,15 @@ def _eval(args: argparse.Namespace) -> int:
     if not EVAL_DIR.is_dir():
         raise SystemExit(f"{EVAL_DIR} not found: `starvla eval` runs from a source checkout (pip install -e .)")
     if args.benchmark == "robosuite":
-        if args.client_args:
-            raise SystemExit(f"starvla eval robosuite: unexpected client arguments {args.client_args}; robosuite "
-                             "takes --demos, --episodes, --steps, --port and --out")
+        # after `--`, robosuite takes training overrides (KEY=VALUE, as `starvla train` does) and nothing else
+        bad = [a for a in args.client_args if "=" not in a or a.startswith("-")]
+        if bad:
+            raise SystemExit(f"starvla eval robosuite: unexpected client arguments {bad}; robosuite takes --demos, "
+                             "--episodes, --steps, --port, --out, --variant, --eval-seed and, after --, KEY=VALUE "
+                             "training overrides")
         env = {**os.environ, "DEMOS": str(args.demos), "EPISODES": str(args.episodes), "STEPS": str(args.steps),
-               "PORT": str(args.port), "OUT": args.out}
-        return subprocess.call(["bash", str(EVAL_DIR / "robosuite" / "run.sh")], env=env)
+               "PORT": str(args.port), "OUT": args.out, "VARIANT": args.variant, "EVAL_SEED": str(args.eval_seed)}
+        return subprocess.call(["bash", str(EVAL_DIR / "robosuite" / "run.sh"), *args.client_args], env=env)
     if args.benchmark == "vqa":
         if not (args.ckpt and args.data):
             raise SystemExit("starvla eval vqa: --ckpt (a checkpoint file) and --data (a questions.jsonl; "
@@ -219,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simpler_env / robocasa: the benchmark clients (eval/simpler_env, eval/robocasa), run with the simulator's "
         "own interpreter against a server you started with `starvla serve`; extra arguments go to the client.\n\n"
         "  starvla eval robosuite --demos 50 --episodes 20\n"
+        "  starvla eval robosuite --episodes 50 --variant state_right -- framework.twinbrain.state_into=right\n"
         "  starvla eval simpler_env --python ~/simpler/bin/python --port 10093 -- --tasks PutCarrotOnPlate --episodes 1\n"
         "  starvla eval robocasa --python ~/robocasa/bin/python -- --episodes 5\n"
         "vqa: the checkpoint's Left Brain and the base VLM answer a JSONL question set (preserved general skills):\n"
@@ -231,8 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=20, help="robosuite: evaluation episodes")
     evaluate.add_argument("--steps", type=int, default=1000, help="robosuite: training steps")
     evaluate.add_argument("--out", default="runs/robosuite", help="robosuite: output folder")
+    evaluate.add_argument("--variant", default="robosuite_lift", help="robosuite: the run's name (OUT/VARIANT); "
+                          "demonstrations and data in OUT are reused across variants")
+    evaluate.add_argument("--eval-seed", type=int, default=1000, help="robosuite: episode i uses this seed + i")
     evaluate.add_argument("--python", help="simpler_env / robocasa: the simulator environment's python")
-    evaluate.add_argument("client_args", nargs="*", help="simpler_env / robocasa: arguments for the client (after --)")
+    evaluate.add_argument("client_args", nargs="*", help="simpler_env / robocasa: arguments for the client (after "
+                          "--); robosuite: KEY=VALUE training overrides (after --)")
     evaluate.set_defaults(func=_eval)
 
     tiny = sub.add_parser(

@@ -5,7 +5,8 @@
 Each query sends the upright camera image, the task and the 11-d state; the first --replan actions of the
 returned chunk run open-loop (clipped to [-1, 1]) before the next query. An episode succeeds as soon as the cube
 is lifted, and fails at the horizon. Seeds S..S+M-1 should not overlap the demonstrations' (collect.py: 0..);
-the default 1000 keeps them apart. Writes OUT/results.json and OUT/videos/episode_XXXX.mp4 for the first episodes.
+the default 1000 keeps them apart. Writes OUT/results.json (with the seeds and the Wilson 95 % interval) and
+OUT/videos/episode_XXXX.mp4 for the first episodes.
 """
 
 import argparse
@@ -18,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 import lift
+import stats
 from starvla_twinbrain.serving.client import PolicyClient
 
 
@@ -60,6 +62,8 @@ def main(argv=None) -> None:
     p.add_argument("--token", default=None, help="the server's --token (default: $STARVLA_POLICY_TOKEN)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=lift.EVAL_SEED, help="episode i uses seed + i (demos use 0..)")
+    p.add_argument("--first", type=int, default=0, help="start at episode FIRST (seed + FIRST), in the environment "
+                   "made from --seed: clients that split one evaluation play exactly the episodes of a single run")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replan", type=int, default=4, help="actions executed from each chunk before the next query")
     p.add_argument("--image-size", type=int, default=64, help="as in the demonstrations")
@@ -76,8 +80,8 @@ def main(argv=None) -> None:
     (args.out / "videos").mkdir(parents=True, exist_ok=True)
 
     episodes = []
-    for i in tqdm(range(args.episodes), desc="evaluate", unit="ep"):
-        episode = run_episode(env, client, args.seed + i, replan, record=i < args.videos)
+    for i in tqdm(range(args.first, args.first + args.episodes), desc="evaluate", unit="ep"):
+        episode = run_episode(env, client, args.seed + i, replan, record=i - args.first < args.videos)
         frames = episode.pop("frames")
         if frames:
             imageio.mimwrite(args.out / "videos" / f"episode_{i:04d}.mp4", frames, fps=20)
@@ -85,16 +89,19 @@ def main(argv=None) -> None:
     env.close()
     client.close()
 
-    successes = sum(e["success"] for e in episodes)
+    successes = int(sum(bool(e["success"]) for e in episodes))
+    low, high = stats.wilson(successes, len(episodes))
     results = {
         "task": lift.TASK, "episodes": len(episodes), "successes": successes,
-        "success_rate": successes / len(episodes), "seed": args.seed, "replan": replan,
+        "success_rate": successes / len(episodes), "wilson_95": [round(low, 4), round(high, 4)],
+        "seed": args.seed, "evaluation_seeds": [e["seed"] for e in episodes], "replan": replan,
         "image_size": args.image_size, "horizon": args.horizon,
         "server": {k: meta.get(k) for k in ("ckpt_path", "framework", "action_chunk_size", "default_unnorm_key")},
         "per_episode": episodes,
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"success rate: {successes}/{len(episodes)} ({100 * successes / len(episodes):.0f}%)")
+    print(f"success rate: {successes}/{len(episodes)} ({100 * successes / len(episodes):.0f}%), "
+          f"Wilson 95 % [{100 * low:.0f}%, {100 * high:.0f}%]")
 
 
 if __name__ == "__main__":

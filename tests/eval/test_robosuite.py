@@ -80,6 +80,8 @@ def test_closed_loop_episode_through_the_server(served, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     episode = results["per_episode"][0]
     assert results["episodes"] == 1 and results["replan"] == 4
+    assert results["evaluation_seeds"] == [1000]  # the default --seed; the Wilson interval of 0/1 or 1/1:
+    assert results["wilson_95"] == ([0.0, 0.7935] if results["successes"] == 0 else [0.2065, 1.0])
     assert episode["steps"] == 12 and episode["queries"] == 3  # 4 actions per chunk, 12-step horizon
     assert server.requests_served - before == 3
     assert (tmp_path / "videos" / "episode_0000.mp4").stat().st_size > 0
