@@ -121,7 +121,7 @@ def test_lora_checkpoint_holds_adapters_head_state_encoder_and_reloads(tiny_vlm,
     state = model.state_dict()
     for key in state:
         assert (low_memory.is_lora_parameter(key) or key.startswith(TRAINABLE_OUTSIDE_RIGHT)
-                or key == "left_brain_reference"), key
+                or key in ("left_brain_reference", "twinbrain_variant")), key
     reloaded = build(tiny_vlm, right_lora=LORA)
     reloaded.load_state_dict(state, strict=True)
     batch = examples(2)

@@ -304,7 +304,7 @@ def test_from_pretrained_loads_an_embedded_lora_int8_run(qwen25, tmp_path, monke
     result = train(cfg, examples(4), {"synthetic": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7}}})
     ckpt = result.run_dir / "checkpoints" / "steps_2_pytorch_model.pt"
     state = torch.load(ckpt, map_location="cpu")
-    assert all(".lora_" in k or k.startswith(("action_model.", "state_encoder.")) or k == "left_brain_reference"
+    assert all(".lora_" in k or k.startswith(("action_model.", "state_encoder.")) or k in ("left_brain_reference", "twinbrain_variant")
                for k in state)
     trained = twinbrain_module.TwinBrain(OmegaConf.load(result.run_dir / "config.yaml")).eval()
     trained.load_state_dict(state, strict=True)
