@@ -98,7 +98,11 @@ def test_two_processes_train_as_one_process_with_the_global_batch(vlm, tmp_path)
     a = ckpt.load_state_dict(tmp_path / "one" / "final_model" / "pytorch_model.pt")
     b = ckpt.load_state_dict(tmp_path / "two" / "final_model" / "pytorch_model.pt")
     assert a.keys() == b.keys()
-    for key in a:
+    # Key biases shift every score of a query by the same amount, which softmax ignores: their exact gradient is 0,
+    # and AdamW turns the rounding noise left in it into full-size steps of either sign. Every other weight compared.
+    compared = [key for key in a if not key.endswith(("to_k.bias", "k_proj.bias"))]
+    assert len(compared) > 0.9 * len(a)
+    for key in compared:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6, msg=key)
     assert len(set(np.round(want, 6))) == len(want)  # every step's loss differs: the runs trained, not stood still
 
