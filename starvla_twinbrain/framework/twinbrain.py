@@ -44,9 +44,15 @@ class _TwinBrainSpellings(dict):
     not registered as such reach it, so every other framework's lookup is unchanged)."""
 
     def __missing__(self, name):
-        if is_twinbrain_name(name) and REGISTRY_NAME in self:
+        if is_twinbrain_name(name) and dict.__contains__(self, REGISTRY_NAME):
             return dict.__getitem__(self, REGISTRY_NAME)
         raise KeyError(name)
+
+    def __contains__(self, name) -> bool:  # starVLA's build_framework checks ``name in registry._registry`` first
+        return dict.__contains__(self, name) or (is_twinbrain_name(name) and dict.__contains__(self, REGISTRY_NAME))
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
 
 
 def _load_dtype() -> torch.dtype:

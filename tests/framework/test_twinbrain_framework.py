@@ -27,9 +27,12 @@ def test_registered_once_and_found_under_any_spelling():
     assert [name for name, cls in FRAMEWORK_REGISTRY._registry.items() if cls is TwinBrain] == ["TwinBrain"]
     for name in ("TwinBrain", "twinbrain", "TWINBRAIN", "twin_brain", "Twin-Brain", "tWiNbRaIn"):
         assert FRAMEWORK_REGISTRY[name] is TwinBrain
+        # starVLA's build_framework first asks ``name in FRAMEWORK_REGISTRY._registry``
+        assert name in FRAMEWORK_REGISTRY._registry and FRAMEWORK_REGISTRY._registry.get(name) is TwinBrain
     for name in ("twinbrains", "twin brain", "QwenGR00T_twinbrain"):
         with pytest.raises(KeyError):
             FRAMEWORK_REGISTRY[name]
+        assert name not in FRAMEWORK_REGISTRY._registry and FRAMEWORK_REGISTRY._registry.get(name) is None
 
 
 def test_register_refuses_to_overwrite_another_class():

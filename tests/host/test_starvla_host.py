@@ -40,7 +40,8 @@ def test_import_registers_twinbrain_in_starvla():
     from starVLA.model.tools import FRAMEWORK_REGISTRY
 
     assert FRAMEWORK_REGISTRY._registry["TwinBrain"] is twinbrain_module.TwinBrain
-    for spelling in ("twinbrain", "twin_brain", "TWINBRAIN"):  # starVLA's build_framework looks names up with []
+    for spelling in ("twinbrain", "twin_brain", "TWINBRAIN"):  # build_framework: `name in _registry`, then []
+        assert spelling in FRAMEWORK_REGISTRY._registry
         assert FRAMEWORK_REGISTRY[spelling] is twinbrain_module.TwinBrain
     with pytest.raises(KeyError):  # other names still miss
         FRAMEWORK_REGISTRY["twinbrains"]
