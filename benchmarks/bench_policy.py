@@ -119,7 +119,8 @@ class QwenGR00TReplica(nn.Module):
         self.repeats = int(twin.action_model["repeated_diffusion_steps"])
 
     def _stack(self, examples, key: str) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.asarray(ex[key], np.float32) for ex in examples]))
+        weight = next(self.action_model.parameters())
+        return torch.from_numpy(np.stack([np.asarray(ex[key], np.float32) for ex in examples])).to(weight)
 
     def build_qwenvl_inputs(self, images, instructions):
         messages = [[{"role": "user", "content": [{"type": "image"} for _ in imgs] + [{"type": "text", "text": text}]}]
@@ -130,6 +131,9 @@ class QwenGR00TReplica(nn.Module):
 
     def _condition(self, examples):
         inputs = self.build_qwenvl_inputs([ex["image"] for ex in examples], [ex["lang"] for ex in examples])
+        weight = next(self.qwen_vl_interface.parameters())
+        inputs = {k: v.to(weight.device, weight.dtype) if v.is_floating_point() else v.to(weight.device)
+                  for k, v in inputs.items()}
         hidden = self.qwen_vl_interface(**inputs, output_hidden_states=True, return_dict=True).hidden_states[-1]
         return hidden, inputs["attention_mask"].bool(), self._stack(examples, "state")
 

@@ -16,7 +16,7 @@ made on the GPU in bf16 with a tiny tokenizer (token ids are all that the tokeni
    checkpoint, Right (language model and vision) moved; a run interrupted after its step-15 checkpoint and resumed
    with ``trainer.is_resume`` ends where the uninterrupted run ends. At real width but ``--train-layers`` layers
    (text and vision): a full-depth checkpoint with AdamW state is ~45 GB, twice per run, on a 64 GB disk.
-4. benchmark (one family, full depth): TwinBrain against the single-brain baseline (benchmarks/bench_policy.py: same
+4. benchmark (one family, full depth): TwinBrain against QwenGR00T (the replica in benchmarks/bench_policy.py: same
    VLM, same head) in one process, bf16 weights, AdamW: train step time and samples/s at batch 16, peak GPU memory
    of each model's step (its weights, gradients and optimizer state, plus the step's own peak), inference latency
    per action chunk at batch 1; with sdpa and flex_attention, with the Right's vision tower frozen
@@ -434,7 +434,7 @@ class TrainStep:
 def benchmark(mode: Mode, vlm: str) -> dict:
     import torch
 
-    from bench_policy import SingleBrainVLA
+    from bench_policy import QwenGR00TReplica
     from starvla_twinbrain.framework.twinbrain import InferenceCompiledDiT, TwinBrain
 
     cfg = training_config(mode, vlm, mode.out / "runs", "bench")
@@ -443,7 +443,7 @@ def benchmark(mode: Mode, vlm: str) -> dict:
     batch = examples(mode.bench_batch, mode.image, int(head.action_horizon), int(head.action_dim), int(head.state_dim))
     one = batch[:1]
     torch.manual_seed(0)
-    models = {"single": SingleBrainVLA(cfg).to(mode.device, mode.bench_dtype),
+    models = {"single": QwenGR00TReplica(cfg).to(mode.device, mode.bench_dtype),
               "twin": TwinBrain(cfg).to(mode.device, mode.bench_dtype)}
     report = {"vlm": vlm, "batch": mode.bench_batch, "repeats": mode.repeats, "dtype": str(mode.bench_dtype), "rows": {}}
     warmup = mode.warmup
