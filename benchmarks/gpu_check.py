@@ -478,7 +478,9 @@ def benchmark(mode: Mode, vlm: str) -> dict:
     for model in models.values():
         model.train()
     # Frozen vision first, while the Right's tower still equals the Left's (then one tower serves both brains).
-    vision = {"single": models["single"].vlm.visual, "twin": twin.right_brain.visual}
+    from starvla_twinbrain.model.qwen_compat import vlm_core
+
+    vision = {"single": vlm_core(models["single"].qwen_vl_interface).visual, "twin": twin.right_brain.visual}
     for tower in vision.values():
         tower.requires_grad_(False)
     twin.backbone.set_attn_implementation("sdpa")
