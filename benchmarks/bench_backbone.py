@@ -36,8 +36,9 @@ def _rss_kb() -> int:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def _alternate(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median time of each call, timed in alternation round by round, so machine drift hits all of them alike."""
+def alternate_times(calls: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds of each call per round, the calls timed in alternation round by round, so machine drift hits all of
+    them alike."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for round_ in range(warmup + repeats):
         for name, call in calls.items():
@@ -45,7 +46,12 @@ def _alternate(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
             call()
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def _alternate(calls: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median time of each call (``alternate_times``)."""
+    return {name: statistics.median(t) for name, t in alternate_times(calls, repeats, warmup).items()}
 
 
 def _build(variant: str, vlm_path: str):

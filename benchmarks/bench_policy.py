@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_backbone import _rss_kb, _run_worker  # noqa: E402
+from bench_backbone import _rss_kb, _run_worker, alternate_times  # noqa: E402
 from bench_tokenizer import corpus_description, tokenizer_kwargs  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
@@ -206,18 +206,6 @@ def _train_step(model, batch):
     return step
 
 
-def _alternate(calls: dict, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds of each call per round, the calls timed in alternation within each round."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for round_ in range(warmup + repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
 def _summary(times: dict[str, list[float]]) -> dict[str, dict]:
     base = times[BASELINE]
     out = {}
@@ -262,10 +250,10 @@ def _timing_worker(vlm: str, repeats: int, use_starvla: bool) -> dict:
     trained = [v for v in models if v != "compiled_head"]
     for model in models.values():
         model.train()
-    steps = _alternate({v: _train_step(models[v], batch) for v in trained}, repeats)
+    steps = alternate_times({v: _train_step(models[v], batch) for v in trained}, repeats)
     for model in models.values():
         model.eval()
-    infer = _alternate({v: (lambda m=m: m.predict_action(one)) for v, m in models.items()}, 4 * repeats)
+    infer = alternate_times({v: (lambda m=m: m.predict_action(one)) for v, m in models.items()}, 4 * repeats)
     # The exact levers against the default, same weights, same noise (TwinBrain's predict_action seed)
     reference = models["twin"].predict_action(one, seed=0)["normalized_actions"]
     difference = {v: float(np.abs(models[v].predict_action(one, seed=0)["normalized_actions"] - reference).max())
