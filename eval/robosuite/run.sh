@@ -31,7 +31,8 @@ stage() {  # stage NAME COMMAND...: run it, remember how long it took
 stage "set up the model env (.venv)" bash -c '[ -x .venv/bin/python ] || bash scripts/setup.sh'
 stage "set up the simulator env (.venv-sim)" bash scripts/setup_sim.sh
 rm -rf "$RUN"
-recorded=$(find "$OUT/demos" -maxdepth 1 -name 'episode_*.npz' 2>/dev/null | wc -l)
+recorded=0  # (find on a missing folder fails, and pipefail would end the script: a fresh OUT has none)
+[ -d "$OUT/demos" ] && recorded=$(find "$OUT/demos" -maxdepth 1 -name 'episode_*.npz' | wc -l)
 if [ "$FRESH" = 1 ] || [ "$recorded" != "$DEMOS" ] || [ ! -f "$OUT/data/robosuite_lift/meta/info.json" ]; then
   rm -rf "$OUT/demos" "$OUT/data"
   stage "record $DEMOS expert demonstrations" .venv-sim/bin/python eval/robosuite/collect.py "$OUT/demos" --episodes "$DEMOS"
