@@ -68,7 +68,7 @@ setup(
         "pillow",
         "numpy",
         "packaging",
-        "omegaconf",
+        "omegaconf>=2.4",  # Literal fields in structured configs (the typed YAML tree)
         "accelerate",
         "diffusers",
         "tensorboard",

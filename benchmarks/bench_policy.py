@@ -254,10 +254,13 @@ def _timing_worker(vlm: str, repeats: int, use_starvla: bool) -> dict:
     for model in models.values():
         model.eval()
     infer = alternate_times({v: (lambda m=m: m.predict_action(one)) for v, m in models.items()}, 4 * repeats)
-    # The exact levers against the default, same weights, same noise (TwinBrain's predict_action seed)
+    # The exact levers against the default, same weights (the timed steps moved each model's own), same noise
+    # (TwinBrain's predict_action seed)
     reference = models["twin"].predict_action(one, seed=0)["normalized_actions"]
-    difference = {v: float(np.abs(models[v].predict_action(one, seed=0)["normalized_actions"] - reference).max())
-                  for v in ("no_share_prefix", "compiled_head")}
+    difference = {}
+    for v in ("no_share_prefix", "compiled_head"):
+        models[v].load_state_dict(models["twin"].state_dict())
+        difference[v] = float(np.abs(models[v].predict_action(one, seed=0)["normalized_actions"] - reference).max())
     return {"tokens": tokens, "train": _summary(steps), "infer": _summary(infer), "action_difference": difference}
 
 

@@ -11,7 +11,7 @@ import importlib.util as _importlib_util
 __version__ = "0.1.0"
 __all__ = ["BackboneConfig", "DualBrainBackbone", "PromptConfig", "make_tiny_vlm", "__version__"]
 
-_LAZY = {"BackboneConfig": ".config", "PromptConfig": ".config", "DualBrainBackbone": ".model", "make_tiny_vlm": ".tiny_vlm"}
+_LAZY = {"BackboneConfig": ".model.config", "PromptConfig": ".model.config", "DualBrainBackbone": ".model", "make_tiny_vlm": ".tiny_vlm"}
 
 
 def __getattr__(name: str):

@@ -7,7 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import MAX_EXAMPLES_PER_REQUEST
+from .config import ServeSection
+
+SERVE = ServeSection()  # the flags' defaults
 
 DESCRIPTION = """\
 TwinBrainVLA for starVLA: a frozen Left Brain (the base VLM, unchanged) and a trainable Right Brain joined by
@@ -193,25 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
         "  starvla serve --ckpt RUN/final_model/pytorch_model.pt --port 10093\n"
         "  STARVLA_POLICY_TOKEN=secret starvla serve --ckpt ... --host 0.0.0.0   # a simulator on another machine")
     serve.add_argument("--ckpt", required=True, help="RUN/checkpoints/steps_N_pytorch_model.pt or RUN/final_model/pytorch_model.pt")
-    serve.add_argument("--port", type=int, default=10093)
-    serve.add_argument("--host", default="127.0.0.1",
+    serve.add_argument("--port", type=int, default=SERVE.port)
+    serve.add_argument("--host", default=SERVE.host,
                        help="interface to listen on (default: loopback, this machine only); 0.0.0.0 lets any host "
                        "that can reach this one connect")
     serve.add_argument("--token", default=None,
                        help="shared secret clients must send on connect (default: $STARVLA_POLICY_TOKEN; none: any "
                        "client that can connect is served). PolicyClient sends it from token= or the same variable")
-    serve.add_argument("--max-batch", type=int, default=MAX_EXAMPLES_PER_REQUEST,
-                       help=f"examples per request (default {MAX_EXAMPLES_PER_REQUEST})")
-    serve.add_argument("--max-images", type=int, default=None,
+    serve.add_argument("--max-batch", type=int, default=SERVE.max_batch,
+                       help=f"examples per request (default {SERVE.max_batch})")
+    serve.add_argument("--max-images", type=int, default=SERVE.max_images,
                        help="images per example (default: the run's framework.twinbrain.max_images_per_example)")
-    serve.add_argument("--device", default="auto", help="auto (GPU when present, else CPU) | cpu | cuda[:N]")
+    serve.add_argument("--device", default=SERVE.device, help="auto (GPU when present, else CPU) | cpu | cuda[:N]")
     serve.add_argument("--bf16", action="store_true", help="run the model in bfloat16 (for GPUs)")
     serve.add_argument("--compile-head", action="store_true",
                        help="torch.compile the action head's DiT for inference (framework.twinbrain."
                        "compile_action_head); the first requests compile it (tens of seconds on CPU). Meant for "
                        "GPUs: on CPU it saved about 5%% of the head's time")
-    serve.add_argument("--unnorm-key", default=None, help="statistics key for un-normalising (default: the run's only one)")
-    serve.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds (default: never)")
+    serve.add_argument("--unnorm-key", default=SERVE.unnorm_key, help="statistics key for un-normalising (default: the run's only one)")
+    serve.add_argument("--idle-timeout", type=float, default=SERVE.idle_timeout, help="stop after this many idle seconds (default: never)")
     serve.set_defaults(func=_serve)
 
     evaluate = sub.add_parser(

@@ -1,265 +1,433 @@
-"""Typed, frozen configuration of TwinBrain. Defaults live here and nowhere else.
+"""The configuration TwinBrain reads, as one typed tree of OmegaConf structured configs (starVLA's YAML is OmegaConf).
 
-The starVLA YAML stays the source format (DESIGN §3): host keys are read where starVLA puts them
-(``framework.qwenvl.base_vlm``, ``framework.qwenvl.attn_implementation``); TwinBrain-only options live under
-``framework.twinbrain``. Every error names the dotted key, the bad value and what was expected.
+    framework.qwenvl        QwenVLSection        the keys TwinBrain reads from starVLA's VLM section
+    framework.twinbrain     TwinBrainSection     TwinBrain's own options (the backbone's, model/config.py, and more)
+    framework.action_model  ActionModelSection   the GR00T-style head (defaults: the built-in head's = starVLA's)
+    datasets.vla_data       DataSection          what the embedded runtime's LeRobot loader reads
+    trainer                 TrainerSection       what the embedded trainer reads
+    starvla serve           ServeSection         the policy server's options (its command-line flags)
+
+Every field has its one default here (or, for the model core's fields, in ``model/config.py`` /
+``model/action_head.py``, which these sections inherit or quote). A section is validated once, when its owner
+starts (the framework at construction, the embedded trainer and server at start-up): an unknown key is refused with a
+"did you mean", a value of the wrong type is refused (nothing is coerced: ``"10"`` is not 10), and the model core's
+errors come back under the YAML key (``OptionError.under``). Keys a section shares with starVLA but the running host
+does not implement are warned about once, by name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, get_args
+import difflib
+import logging
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Literal, Optional
 
-ConditionMode = Literal["all_tokens", "action_queries"]
-StateInto = Literal["right", "head", "both"]
-AttentionBackend = Literal["eager", "sdpa", "flash_attention_2", "flex_attention"]
-# The experiment switches (README, "Faithfulness to the paper"; configs/README.md).
-# framework.twinbrain.cross_attention: how the two brains see each other.
-#   asymmetric: the paper's AsyMoT, the Right attends over [sg(K_L); K_R], the Left only to itself;
-#   bidirectional: the Left also attends over [K_L; sg(K_R)] (the released code's ablation mode);
-#   none: no Left on the action path: the single-brain model through the same code, prompts and head.
-CrossAttention = Literal["asymmetric", "bidirectional", "none"]
-# framework.twinbrain.cross_layers: the text layers with joint attention: all, or the odd ones (1, 3, 5, ...; the
-# released code's rotation_mot "1"); on the others each brain attends to its own tokens only.
-CrossLayers = Literal["all", "odd"]
-
-LEFT_SYSTEM_PROMPT = "You are a helpful robot brain that can understand images and texts."
-LEFT_USER_PROMPT = "Instruction: {instruction}"
-RIGHT_SYSTEM_PROMPT = (
-    "You are a helpful robot brain that can understand images, texts, and robot states.\n"
-    "You will be provided with observation, an instruction, and the robot state. Take action to execute the instruction."
+from .model.config import ActionHeadConfig
+from .model.config import (  # noqa: F401  (re-exported for users of the YAML tree)
+    MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS, VARIANT_KEYS, AttentionBackend, BackboneConfig, BackboneOptions,
+    MissingPackage, OptionError, PromptConfig, RightLoraConfig, check_positive_int,
 )
-RIGHT_USER_PROMPT = (
-    "Instruction: {instruction}\nRobot Type: {robot_type}\n"
-    "Predict the next action for the robot based on the observation, instruction and robot type."
-)
+from .normalization import Normalization
 
+logger = logging.getLogger(__name__)
 
-def _check_choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{key}={value!r}: expected one of {' | '.join(map(str, choices))}")
-
-
-def _check_positive_int(key: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{key}={value!r}: expected a positive integer")
-
-
-# Input limits: what one example may cost. Real instructions are tens of tokens and real robots have 1-4 cameras;
-# a prompt of 1024 tokens holds the template (~100), a 2,000-character instruction and four 224x224 images (64
-# tokens each in Qwen2.5-VL, 49 in Qwen3-VL). Attention costs the square of it: at the edge of every limit at once
-# the tiny CPU model already needs seconds and GBs (README, Serve).
-MAX_PROMPT_TOKENS = 1024  # framework.twinbrain.max_prompt_tokens: each brain's whole prompt, image tokens included
-MAX_IMAGES_PER_EXAMPLE = 4  # framework.twinbrain.max_images_per_example
+MISSING = "???"  # OmegaConf's mandatory value
 MAX_EXAMPLES_PER_REQUEST = 32  # the policy server's default (starvla serve --max-batch)
 
-
-@dataclass(frozen=True)
-class PromptConfig:
-    """The paper's prompts (appendix). ``{instruction}`` and ``{robot_type}`` are filled per sample; the images
-    come first in each user turn and go through the VLM's own chat template."""
-
-    left_system: str = LEFT_SYSTEM_PROMPT
-    left_user: str = LEFT_USER_PROMPT
-    right_system: str = RIGHT_SYSTEM_PROMPT
-    right_user: str = RIGHT_USER_PROMPT
-    default_robot_type: str = "robot"  # used when a sample carries no robot tag
-
-    def __post_init__(self):
-        for name in ("left_user", "right_user"):
-            if "{instruction}" not in getattr(self, name):
-                raise ValueError(f"framework.twinbrain.prompts.{name} must contain '{{instruction}}'")
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    """What the dual-brain backbone needs; built from the YAML by the framework, or directly in Python."""
-
-    base_vlm: str  # framework.qwenvl.base_vlm: local path or hub id of a Qwen2.5-VL / Qwen3-VL checkpoint
-    attn_implementation: AttentionBackend | None = None  # framework.qwenvl.attn_implementation; None = best available
-    condition: ConditionMode = "all_tokens"  # head condition: all valid Right tokens, or N learned query tokens
-    num_action_queries: int = 32  # only for condition == "action_queries"
-    state_dim: int | None = None  # robot state size; None = no state encoder (no state tokens)
-    num_state_tokens: int = 1
-    state_hidden_dim: int = 1024  # width of the state-encoder MLP
-    freeze_right_vision: bool = False  # keep the Right Brain's vision tower frozen
-    gradient_checkpointing: bool = False  # recompute the Right Brain's decoder layers in backward (less memory)
-    share_prefix: bool = True  # the Left's common prompt prefix: K/V computed once, not per row (exact)
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    max_prompt_tokens: int = MAX_PROMPT_TOKENS  # longer prompts are refused before the model runs
-    max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
-    cross_attention: CrossAttention = "asymmetric"  # framework.twinbrain.cross_attention
-    cross_layers: CrossLayers = "all"  # framework.twinbrain.cross_layers
-    left_trainable: bool = False  # framework.twinbrain.left_trainable: the ablation where the Left learns too
-
-    def __post_init__(self):
-        if not isinstance(self.base_vlm, str) or not self.base_vlm.strip():
-            raise ValueError(f"framework.qwenvl.base_vlm={self.base_vlm!r}: expected the path or hub id of a Qwen-VL model")
-        if self.attn_implementation is not None:
-            _check_choice("framework.qwenvl.attn_implementation", self.attn_implementation, get_args(AttentionBackend))
-        _check_choice("framework.twinbrain.condition", self.condition, get_args(ConditionMode))
-        _check_positive_int("framework.twinbrain.num_action_queries", self.num_action_queries)
-        if self.state_dim is not None:
-            _check_positive_int("framework.action_model.state_dim", self.state_dim)
-        _check_positive_int("framework.twinbrain.num_state_tokens", self.num_state_tokens)
-        _check_positive_int("framework.twinbrain.state_hidden_dim", self.state_hidden_dim)
-        _check_positive_int("framework.twinbrain.max_prompt_tokens", self.max_prompt_tokens)
-        _check_positive_int("framework.twinbrain.max_images_per_example", self.max_images_per_example)
-        check_switches(self.cross_attention, self.cross_layers, self.left_trainable)
-        if self.gradient_checkpointing and self.left_trainable and self.cross_attention == "bidirectional":
-            # The trainable Left is advanced from inside the Right's layers, so a recomputation would miss its graph.
-            raise ValueError("framework.twinbrain.gradient_checkpointing=true is not supported with "
-                             "cross_attention='bidirectional' and left_trainable=true: set gradient_checkpointing: false")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The starVLA YAML → one typed tree. Only the keys TwinBrain reads; the rest belongs to the host.
-# ----------------------------------------------------------------------------------------------------------
-
+StateInto = Literal["right", "head", "both"]
 LeftBrainStorage = Literal["reference", "copy"]
 LeftPrecision = Literal["bf16", "int8"]
 
-# ---- low-memory training (issue 12): LoRA on the Right Brain, an int8 Left. Logic in model/low_memory.py.
-# The decoder's linear projections of both families (Qwen2.5-VL and Qwen3-VL name them alike).
-LORA_DECODER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# ------------------------------------------------------------------------------------------------ framework.*
 
 
 @dataclass(frozen=True)
-class RightLoraConfig:
-    """``framework.twinbrain.right_lora``: LoRA adapters (the ``peft`` library) on the Right Brain. Absent or null:
-    the Right trains fully. Module names are matched by suffix within the decoder / the vision tower only."""
+class QwenVLSection:
+    """``framework.qwenvl``: the keys TwinBrain reads; the section's other keys (``vl_hidden_dim``, ...) are the
+    host's and are left alone."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = LORA_DECODER_TARGETS  # in right_brain.language_model
-    vision_target_modules: tuple[str, ...] = ()  # in right_brain.visual; empty: the Right's tower stays frozen
-
-    def __post_init__(self):
-        key = "framework.twinbrain.right_lora"
-        _check_positive_int(f"{key}.r", self.r)
-        _check_positive_int(f"{key}.alpha", self.alpha)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"{key}.dropout={self.dropout!r}: expected a number in [0, 1)")
-        for name in ("target_modules", "vision_target_modules"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
-                    isinstance(v, str) and v.strip() for v in value):
-                raise ValueError(f"{key}.{name}={value!r}: expected a list of module names, e.g. [q_proj, v_proj]")
-            object.__setattr__(self, name, tuple(value))  # YAML lists arrive as lists; hashable and saved alike
-        if not self.target_modules and not self.vision_target_modules:
-            raise ValueError(f"{key}: target_modules and vision_target_modules are both empty: nothing to adapt")
-# ---- end low-memory training
+    base_vlm: str = MISSING  # local path or hub id of a Qwen2.5-VL / Qwen3-VL checkpoint
+    attn_implementation: Optional[AttentionBackend] = None  # None = the best available for the device
 
 
-@dataclass(frozen=True)
-class TwinBrainOptions:
+@dataclass(frozen=True, kw_only=True)
+class TwinBrainSection(BackboneOptions):
     """``framework.twinbrain``: TwinBrain-only options. An unmodified starVLA YAML needs none of them."""
 
-    condition: ConditionMode = "all_tokens"
-    num_action_queries: int = 32
-    num_state_tokens: int = 1
-    state_hidden_dim: int = 1024
-    freeze_right_vision: bool = False
-    gradient_checkpointing: bool = False
     compile_action_head: bool = False  # torch.compile the head's DiT (it runs num_inference_timesteps times per chunk)
-    share_prefix: bool = True  # the Left's system turn + user header: K/V once per loaded model, not per row (exact)
     left_brain_storage: LeftBrainStorage = "reference"  # checkpoints hold a (path, hash) reference, or the weights
     # Where the robot state enters: "right" = state tokens appended to the Right Brain's input (paper eq. 3, the head
     # sees only the Right's hidden states); "head" = the action head's own state token only (GR00T's path, and the
     # released PhysBrain-VLA code's only one); "both" = the two at once.
     state_into: StateInto = "right"
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    max_prompt_tokens: int = MAX_PROMPT_TOKENS
-    max_images_per_example: int = MAX_IMAGES_PER_EXAMPLE
     truncate_long_prompts: bool = False  # training only: cut an over-long instruction instead of stopping the run
-    # The experiment switches (README, "Faithfulness to the paper"); a checkpoint records them (see VARIANT_KEYS).
-    cross_attention: CrossAttention = "asymmetric"
-    cross_layers: CrossLayers = "all"
-    # The Left trains too (its parameters get gradients through the K/V it passes to the Right); checkpoints then
-    # hold its weights whatever left_brain_storage says: a reference can only name the untrained base.
-    left_trainable: bool = False
-    right_lora: RightLoraConfig | None = None  # LoRA on the Right Brain (README, "Low-memory training")
+    right_lora: Optional[RightLoraConfig] = None  # LoRA on the Right Brain (README, "Low-memory training")
     # The frozen Left's weights: "bf16" = as the precision policy stores frozen weights (bf16 on GPU, fp32 on CPU);
     # "int8" = its decoder's linear weights int8 weight-only (torchao), derived from the referenced base at load.
     left_precision: LeftPrecision = "bf16"
 
     def __post_init__(self):
-        _check_choice("framework.twinbrain.left_brain_storage", self.left_brain_storage, get_args(LeftBrainStorage))
-        # ---- low-memory training
-        _check_choice("framework.twinbrain.left_precision", self.left_precision, get_args(LeftPrecision))
-        if isinstance(self.right_lora, dict):
-            object.__setattr__(self, "right_lora",
-                               _build_dataclass(RightLoraConfig, self.right_lora, "framework.twinbrain.right_lora"))
-        elif self.right_lora is not None and not isinstance(self.right_lora, RightLoraConfig):
-            raise ValueError(f"framework.twinbrain.right_lora={self.right_lora!r}: expected a mapping "
-                             "{r, alpha, dropout, target_modules, vision_target_modules} or null")
+        super().__post_init__()
         if self.left_precision == "int8" and self.left_brain_storage == "copy":
-            raise ValueError("framework.twinbrain.left_precision=int8 with left_brain_storage=copy: the int8 Left is "
-                             "derived from the referenced base checkpoint at load time, never stored; use "
-                             "left_brain_storage: reference")
-        # ---- end low-memory training
-        _check_choice("framework.twinbrain.state_into", self.state_into, get_args(StateInto))
-        check_switches(self.cross_attention, self.cross_layers, self.left_trainable)
+            raise OptionError("left_precision", "=int8 with left_brain_storage=copy: the int8 Left is derived from "
+                              "the referenced base checkpoint at load time, never stored; use left_brain_storage: "
+                              "reference")
+
+
+TwinBrainOptions = TwinBrainSection  # the name earlier releases used
+
+_HEAD = {f.name: f.default for f in fields(ActionHeadConfig)}  # the built-in head's defaults = starVLA's QwenGR00T's
+
+
+@dataclass(frozen=True)
+class DiffusionModelSection:
+    """``framework.action_model.diffusion_model_cfg``: the DiT."""
+
+    num_layers: int = _HEAD["num_layers"]
+    output_dim: int = _HEAD["output_dim"]
+    dropout: float = _HEAD["dropout"]
+    final_dropout: bool = _HEAD["final_dropout"]
+    interleave_self_attention: bool = _HEAD["interleave_self_attention"]
+    norm_type: str = _HEAD["norm_type"]
+    positional_embeddings: Optional[str] = _HEAD["positional_embeddings"]
+    max_num_positional_embeddings: int = _HEAD["max_num_positional_embeddings"]
+    num_attention_heads: Optional[int] = None  # None: the action_model_type's
+    attention_head_dim: Optional[int] = None
+    attention_bias: bool = _HEAD["attention_bias"]
+    activation_fn: str = _HEAD["activation_fn"]
+    norm_eps: float = _HEAD["norm_eps"]
+    cross_attention_dim: Optional[int] = None  # the VLM's hidden size: set by the framework, whatever is given
+
+
+@dataclass(frozen=True)
+class ActionModelSection:
+    """``framework.action_model``: the flow-matching head. The defaults are starVLA's QwenGR00T's, so a QwenGR00T
+    YAML switched to TwinBrain builds the same head."""
+
+    action_dim: int = MISSING
+    action_horizon: int = MISSING
+    state_dim: Optional[int] = None  # needed when datasets.vla_data.include_state is true
+    action_model_type: str = _HEAD["action_model_type"]
+    hidden_size: int = _HEAD["hidden_size"]
+    add_pos_embed: bool = _HEAD["add_pos_embed"]
+    max_seq_len: int = _HEAD["max_seq_len"]
+    repeated_diffusion_steps: int = 8  # the head sees each batch this many times per step (new noise and times)
+    noise_beta_alpha: float = _HEAD["noise_beta_alpha"]
+    noise_beta_beta: float = _HEAD["noise_beta_beta"]
+    noise_s: float = _HEAD["noise_s"]
+    num_timestep_buckets: int = _HEAD["num_timestep_buckets"]
+    num_inference_timesteps: int = _HEAD["num_inference_timesteps"]
+    num_target_vision_tokens: int = _HEAD["num_target_vision_tokens"]
+    time_distribution: Literal["beta", "uniform"] = _HEAD["time_distribution"]
+    diffusion_model_cfg: DiffusionModelSection = field(default_factory=DiffusionModelSection)
+    # starVLA's head reads these; the built-in one does not (warned once when set)
+    action_hidden_dim: Optional[int] = None
+    future_action_window_size: Optional[int] = None
+    past_action_window_size: Optional[int] = None
+
+
+STARVLA_ONLY_HEAD_KEYS = ("action_hidden_dim", "future_action_window_size", "past_action_window_size")
+# None means "the type's default" for these: not passed on (starVLA's DiT would take the None)
+_UNSET_WHEN_NONE = ("state_dim", "num_attention_heads", "attention_head_dim", "cross_attention_dim",
+                    *STARVLA_ONLY_HEAD_KEYS)
+
+# ------------------------------------------------------------------------------------------------ datasets, trainer, serve
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``datasets.vla_data`` as the embedded runtime reads it (under starVLA the section is its data loader's; the
+    framework reads only ``include_state``)."""
+
+    dataset_py: str = "lerobot_datasets"  # the only one the embedded runtime implements
+    data_root_dir: Optional[str] = None  # needed to train from the YAML (starvla train)
+    data_mix: Optional[str] = None  # a LeRobot v3.0 dataset folder under data_root_dir
+    include_state: bool = False
+    obs_image_size: Optional[Any] = None  # an integer or [height, width]; None: 224x224 (see obs_image_size)
+    per_device_batch_size: int = 8
+    normalization: Normalization = "q99"
+    video_backend: Optional[str] = None
+    num_workers: int = 0
+    lerobot_version: str = "v3.0"  # likewise
+
+
+# datasets.vla_data keys of starVLA's own loaders that the embedded runtime does not implement: warned once.
+STARVLA_ONLY_DATA_KEYS = ("CoT_prompt", "default_image_resolution", "image_size", "obs", "action_mode",
+                          "sequential_step_sampling", "delete_pause_frame", "action_mode_apply_keys",
+                          "action_mode_state_map", "default_prompt")
+# Keys in most stock starVLA YAMLs that no code reads, starVLA's included: warned once (so those YAMLs run unchanged).
+UNREAD_DATA_KEYS = ("action_type", "load_all_data_for_training")
+
+
+@dataclass(frozen=True)
+class OptimizerSection:
+    name: Literal["AdamW"] = "AdamW"
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainerSection:
+    """``trainer`` as the embedded trainer reads it (starVLA's keys; under starVLA the section is its trainer's)."""
+
+    max_train_steps: int = 1
+    num_warmup_steps: int = 0
+    save_interval: Optional[int] = None  # None: at the end only
+    eval_interval: Optional[int] = None  # None: never
+    logging_frequency: int = 10
+    learning_rate: Any = 1e-5  # one rate, or {base: ..., <module path>: ...}
+    lr_scheduler_type: str = "cosine_with_min_lr"  # transformers' get_scheduler names
+    scheduler_specific_kwargs: Any = None  # e.g. {min_lr: 1.0e-6}
+    freeze_modules: str = ""  # comma-separated attribute paths
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    gradient_clipping: Optional[float] = None
+    gradient_accumulation_steps: int = 1
+    is_resume: bool = False
+    save_format: Literal["pt", "safetensors"] = "pt"
+
+    def __post_init__(self):
+        for name in ("max_train_steps", "logging_frequency", "gradient_accumulation_steps"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("save_interval", "eval_interval"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if self.num_warmup_steps < 0:
+            raise OptionError("num_warmup_steps", f"={self.num_warmup_steps}: expected >= 0")
+
+
+@dataclass(frozen=True)
+class ServeSection:
+    """``starvla serve``'s options; the command's flags take their defaults from here."""
+
+    port: int = 10093
+    host: str = "127.0.0.1"
+    device: str = "auto"  # auto (GPU when present, else CPU) | cpu | cuda[:N]
+    bf16: bool = False
+    compile_head: bool = False
+    max_batch: int = MAX_EXAMPLES_PER_REQUEST
+    max_images: Optional[int] = None  # None: the run's framework.twinbrain.max_images_per_example
+    unnorm_key: Optional[str] = None
+    idle_timeout: Optional[float] = None
+
+
+# ------------------------------------------------------------------------------------------------ reading sections
+
+
+def load_section(kind, raw, key: str, what: str = "a TwinBrain option"):
+    """``raw`` (a mapping from the YAML, or None) as a ``kind`` instance: OmegaConf merges it into the structured
+    schema (unknown keys and bad choices refused), a strict type check first (OmegaConf would turn ``"10"`` into 10),
+    then the dataclass's own checks; every error names ``key.<field>``."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+    raw = config_to_dict(raw)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{key}={raw!r}: expected a mapping")
+    _check_types(kind, raw, key, what)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(kind), raw))
+    except OptionError as err:
+        raise err.under(f"{key}.{err.field}") from None
+    except MissingMandatoryValue as err:
+        raise ValueError(f"{key}.{err.full_key} is missing") from None
+    except ConfigKeyError as err:  # _check_types has named unknown keys; this is a safety net
+        raise ValueError(f"{key}.{err.full_key} is not {what}") from None
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{key}.{err.full_key}={_lookup(raw, err.full_key)!r}: {str(err).splitlines()[0]}") from None
+
+
+def _lookup(raw: dict, dotted: str):
+    for part in str(dotted).split("."):
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    return raw
+
+
+def _check_types(kind, raw: dict, key: str, what: str) -> None:
+    """Unknown keys (with a suggestion) and values of the wrong type, before OmegaConf would coerce them."""
+    hints = typing.get_type_hints(kind)
+    required = {f.name for f in fields(kind) if f.default == MISSING}
+    for name, value in raw.items():
+        if name not in hints:
+            close = difflib.get_close_matches(str(name), list(hints), n=1)
+            hint = f" Did you mean {key}.{close[0]}?" if close else f" Known keys: {', '.join(hints)}."
+            raise ValueError(f"{key}.{name} is not {what}.{hint}")
+        expected = _unwrap_optional(hints[name])
+        if value is None and expected is hints[name] and expected is not Any:  # not Optional
+            raise ValueError(f"{key}.{name}=None: expected {_describe(expected, name in required)}")
+        if value is None or expected is Any:
+            continue
+        if is_dataclass(expected):
+            if not isinstance(value, dict):
+                raise ValueError(f"{key}.{name}={value!r}: expected a mapping")
+            _check_types(expected, value, f"{key}.{name}", what)
+        elif not _is_instance(value, expected):
+            raise ValueError(f"{key}.{name}={value!r}: expected {_describe(expected, name in required)}")
+
+
+def _unwrap_optional(hint):
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def _is_instance(value, expected) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    if typing.get_origin(expected) is Literal:
+        return value in typing.get_args(expected)
+    if typing.get_origin(expected) in (tuple, list):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def _describe(expected, required: bool = False) -> str:
+    if expected is int and required:  # the sizes a section cannot do without (action_dim, action_horizon)
+        return "a positive integer"
+    if typing.get_origin(expected) is Literal:
+        return f"one of {' | '.join(map(str, typing.get_args(expected)))}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(expected, "a list")
+
+
+def warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+_WARNED: set[str] = set()
+
+
+@dataclass(frozen=True)
+class TwinBrainConfig:
+    """The framework's view of the run's config: its three sections, and whether samples carry a state."""
+
+    qwenvl: QwenVLSection
+    options: TwinBrainSection
+    action_model: ActionModelSection
+    include_state: bool  # datasets.vla_data.include_state
 
     @property
-    def variant(self) -> dict:
-        """The switches that change what the backbone computes, as a checkpoint records them."""
-        return {key: getattr(self, key) for key in VARIANT_KEYS}
+    def state_dim(self) -> int | None:
+        return self.action_model.state_dim if self.include_state else None
+
+    @property
+    def head_state_dim(self) -> int | None:
+        """The action head's state size: set only when the state goes to the head (``state_into: head | both``)."""
+        return self.state_dim if self.options.state_into in ("head", "both") else None
+
+    @property
+    def backbone(self) -> BackboneConfig:
+        """The model core's config: the options plus the model and the Right's state size; errors come back under
+        their YAML key."""
+        options = {f.name: getattr(self.options, f.name) for f in fields(BackboneOptions)}
+        with yaml_keys(BACKBONE_KEYS):
+            return BackboneConfig(base_vlm=self.qwenvl.base_vlm, attn_implementation=self.qwenvl.attn_implementation,
+                                  state_dim=self.state_dim if self.options.state_into != "head" else None, **options)
+
+    def head_section(self, cross_attention_dim: int) -> dict:
+        """``framework.action_model`` as the heads take it: resolved, unset keys left out, the condition width and
+        the head's state size filled in."""
+        section = _without_unset(asdict(self.action_model))
+        section["diffusion_model_cfg"]["cross_attention_dim"] = cross_attention_dim
+        section.pop("state_dim", None)
+        if self.head_state_dim is not None:
+            section["state_dim"] = self.head_state_dim
+        return section
+
+    def head_config(self, cross_attention_dim: int) -> ActionHeadConfig:
+        """The built-in head's config (``diffusion_model_cfg`` flattened in); starVLA-only keys are warned about."""
+        for name in STARVLA_ONLY_HEAD_KEYS:
+            if getattr(self.action_model, name) is not None:
+                warn_once(f"framework.action_model.{name} is read by starVLA's GR00T head only; the built-in head "
+                           "(starVLA not installed) ignores it")
+        section = self.head_section(cross_attention_dim)
+        section.update(section.pop("diffusion_model_cfg"))
+        for name in (*STARVLA_ONLY_HEAD_KEYS, "repeated_diffusion_steps"):
+            section.pop(name, None)
+        with yaml_keys(HEAD_KEYS):
+            return ActionHeadConfig(**section)
+
+    @classmethod
+    def from_omegaconf(cls, cfg) -> "TwinBrainConfig":
+        """The framework's sections of a starVLA config (OmegaConf or starVLA's access-tracked config)."""
+        if config_select(cfg, "framework.qwenvl.base_vlm") is None:
+            raise ValueError("framework.qwenvl.base_vlm is missing: set it to the path of a Qwen2.5-VL / Qwen3-VL checkpoint")
+        if config_select(cfg, "framework.action_model") is None:
+            raise ValueError("framework.action_model is missing: TwinBrain needs the action head's section")
+        qwenvl = {k: v for k, v in (config_to_dict(config_select(cfg, "framework.qwenvl")) or {}).items()
+                  if k in ("base_vlm", "attn_implementation")}  # the section's other keys are the host's
+        include_state = config_select(cfg, "datasets.vla_data.include_state", default=False)
+        if not isinstance(include_state, bool):
+            raise ValueError(f"datasets.vla_data.include_state={include_state!r}: expected true or false")
+        twin = cls(
+            qwenvl=load_section(QwenVLSection, qwenvl, "framework.qwenvl"),
+            options=load_section(TwinBrainSection, config_select(cfg, "framework.twinbrain"), "framework.twinbrain"),
+            action_model=load_section(ActionModelSection, config_select(cfg, "framework.action_model"),
+                                      "framework.action_model", "a key of the action head's section"),
+            include_state=include_state,
+        )
+        if include_state and twin.action_model.state_dim is None:
+            raise ValueError("datasets.vla_data.include_state is true but framework.action_model.state_dim is not set")
+        twin.backbone  # the model core's checks, now rather than after the VLM has loaded
+        return twin
+
+    def write_back(self, cfg) -> None:
+        """Store the resolved ``framework.twinbrain`` and ``framework.action_model`` in ``cfg``: starVLA saves only
+        keys that were read, and ``from_pretrained`` must rebuild the same model."""
+        from omegaconf import OmegaConf
+
+        config_set(cfg.framework, "twinbrain", OmegaConf.create(_tuples_as_lists(asdict(self.options))))
+        config_set(cfg.framework, "action_model", OmegaConf.create(_without_unset(asdict(self.action_model))))
+        # read every key back through the host's config so that a tracking host saves all of them
+        config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
 
 
-VARIANT_KEYS = ("cross_attention", "cross_layers", "left_trainable")
+# The YAML key of each model-core argument the framework passes on (OptionError.field → key).
+BACKBONE_KEYS = {"base_vlm": "framework.qwenvl.base_vlm", "attn_implementation": "framework.qwenvl.attn_implementation",
+                 "state_dim": "framework.action_model.state_dim", "": "framework.twinbrain"}
+HEAD_KEYS = {**{f.name: f"framework.action_model.diffusion_model_cfg.{f.name}" for f in fields(DiffusionModelSection)},
+             "": "framework.action_model"}
 
 
-def check_switches(cross_attention, cross_layers, left_trainable) -> None:
-    """The values of the experiment switches, and the combinations that have no meaning."""
-    _check_choice("framework.twinbrain.cross_attention", cross_attention, get_args(CrossAttention))
-    _check_choice("framework.twinbrain.cross_layers", cross_layers, get_args(CrossLayers))
-    if not isinstance(left_trainable, bool):
-        raise ValueError(f"framework.twinbrain.left_trainable={left_trainable!r}: expected true or false")
-    if cross_attention == "none" and cross_layers != "all":
-        raise ValueError(f"framework.twinbrain.cross_layers={cross_layers!r} with cross_attention='none': there is no "
-                         "joint attention to place on layers; leave cross_layers at 'all'")
-    if cross_attention == "none" and left_trainable:
-        raise ValueError("framework.twinbrain.left_trainable=true with cross_attention='none': the Left Brain is not "
-                         "on the action path, so it would get no gradient; set left_trainable: false")
+class yaml_keys:
+    """``with yaml_keys(KEYS): build(...)``: an :class:`OptionError` from the model core is re-raised under its
+    YAML key: ``KEYS[field]``, else ``KEYS[""] + "." + field``."""
+
+    def __init__(self, keys: dict):
+        self.keys = keys
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if isinstance(err, (OptionError, MissingPackage)):
+            head = err.field.split(".")[0]
+            key = self.keys.get(head)
+            if key is not None:
+                key += err.field[len(head):]
+            else:
+                key = f"{self.keys['']}.{err.field}"
+            raise err.under(key) from None
+        return False
 
 
-# framework.action_model defaults: those of starVLA's QwenGR00T, so a QwenGR00T YAML switched to TwinBrain builds
-# the same head (and starVLA's DiT, which would otherwise default to sinusoidal block embeddings, agrees).
-ACTION_MODEL_DEFAULTS = {
-    "action_model_type": "DiT-B",
-    "hidden_size": 1024,
-    "add_pos_embed": True,
-    "max_seq_len": 1024,
-    "repeated_diffusion_steps": 8,
-    "noise_beta_alpha": 1.5,
-    "noise_beta_beta": 1.0,
-    "noise_s": 0.999,
-    "num_timestep_buckets": 1000,
-    "num_inference_timesteps": 4,
-    "num_target_vision_tokens": 32,
-    "time_distribution": "uniform",  # the paper: t ~ U[0, 1]; "beta" is GR00T's Beta(noise_beta_alpha, noise_beta_beta)
-    "diffusion_model_cfg": {
-        "dropout": 0.2,
-        "final_dropout": True,
-        "interleave_self_attention": True,
-        "norm_type": "ada_norm",
-        "num_layers": 16,
-        "output_dim": 1024,
-        "positional_embeddings": None,
-    },
-}
-
-
-def _with_defaults(section: dict, defaults: dict) -> dict:
-    merged = dict(section)
-    for key, value in defaults.items():
+def _without_unset(section: dict) -> dict:
+    out = {}
+    for name, value in section.items():
         if isinstance(value, dict):
-            merged[key] = _with_defaults(merged.get(key) or {}, value)
-        else:
-            merged.setdefault(key, value)
-    return merged
+            out[name] = _without_unset(value)
+        elif not (value is None and name in _UNSET_WHEN_NONE):
+            out[name] = value
+    return out
 
 
 # starVLA's LeRobot loader resizes every camera image to 224x224 (whatever the YAML says), so a checkpoint trained
@@ -281,78 +449,6 @@ def obs_image_size(cfg) -> tuple[int, int]:
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
         raise ValueError(f"datasets.vla_data.obs_image_size={size!r}: expected a positive integer or [height, width]")
     return int(size[0]), int(size[1])
-
-
-@dataclass(frozen=True)
-class TwinBrainConfig:
-    backbone: BackboneConfig
-    options: TwinBrainOptions
-    action_model: dict  # framework.action_model, as the YAML gives it (the head validates its own keys)
-    include_state: bool  # datasets.vla_data.include_state
-
-    @property
-    def head_state_dim(self) -> int | None:
-        """The action head's state size: set only when the state goes to the head (``state_into: head | both``)."""
-        if self.include_state and self.options.state_into in ("head", "both"):
-            return int(self.action_model["state_dim"])
-        return None
-
-    @classmethod
-    def from_omegaconf(cls, cfg) -> "TwinBrainConfig":
-        """Read the keys TwinBrain needs from a starVLA config; errors name the dotted key."""
-        def select(key: str, default=None):
-            return config_select(cfg, key, default)
-
-        base_vlm = select("framework.qwenvl.base_vlm")
-        if base_vlm is None:
-            raise ValueError("framework.qwenvl.base_vlm is missing: set it to the path of a Qwen2.5-VL / Qwen3-VL checkpoint")
-        action_model = config_to_dict(select("framework.action_model"))
-        if not isinstance(action_model, dict):
-            raise ValueError("framework.action_model is missing: TwinBrain needs the action head's section")
-        action_model = _with_defaults(action_model, ACTION_MODEL_DEFAULTS)
-        for key in ("action_dim", "action_horizon"):
-            if key not in action_model:
-                raise ValueError(f"framework.action_model.{key} is missing")
-        include_state = select("datasets.vla_data.include_state", default=False)
-        if not isinstance(include_state, bool):
-            raise ValueError(f"datasets.vla_data.include_state={include_state!r}: expected true or false")
-        if include_state and action_model.get("state_dim") is None:
-            raise ValueError("datasets.vla_data.include_state is true but framework.action_model.state_dim is not set")
-
-        raw = config_to_dict(select("framework.twinbrain")) or {}
-        options = _build_dataclass(TwinBrainOptions, raw, "framework.twinbrain")
-        backbone = BackboneConfig(
-            base_vlm=str(base_vlm),
-            attn_implementation=select("framework.qwenvl.attn_implementation"),
-            condition=options.condition,
-            num_action_queries=options.num_action_queries,
-            state_dim=int(action_model["state_dim"]) if include_state and options.state_into != "head" else None,
-            num_state_tokens=options.num_state_tokens,
-            state_hidden_dim=options.state_hidden_dim,
-            freeze_right_vision=options.freeze_right_vision,
-            gradient_checkpointing=options.gradient_checkpointing,
-            share_prefix=options.share_prefix,
-            prompts=options.prompts,
-            max_prompt_tokens=options.max_prompt_tokens,
-            max_images_per_example=options.max_images_per_example,
-            cross_attention=options.cross_attention,
-            cross_layers=options.cross_layers,
-            left_trainable=options.left_trainable,
-        )
-        return cls(backbone=backbone, options=options, action_model=action_model, include_state=include_state)
-
-    def write_back(self, cfg) -> None:
-        """Store the resolved ``framework.twinbrain`` in ``cfg``: starVLA saves only keys that were read, and
-        ``from_pretrained`` must rebuild the same model."""
-        from dataclasses import asdict
-
-        from omegaconf import OmegaConf
-
-        config_set(cfg.framework, "twinbrain", OmegaConf.create(_tuples_as_lists(asdict(self.options))))
-        config_set(cfg.framework, "action_model",
-                   OmegaConf.merge(config_to_dict(cfg.framework.action_model), self.action_model))
-        # read every key back through the host's config so that a tracking host saves all of them
-        config_to_dict(cfg.framework.twinbrain), config_to_dict(cfg.framework.action_model)
 
 
 def _tuples_as_lists(value):
@@ -412,33 +508,3 @@ def config_set(node, key: str, value) -> None:
     inner = node.unwrap() if hasattr(node, "unwrap") else node
     with open_dict(inner):
         node[key] = value
-
-
-def _build_dataclass(kind, raw: dict, prefix: str):
-    """A (nested) frozen dataclass from a dict; unknown keys are errors with a suggestion."""
-    import difflib
-    from dataclasses import fields, is_dataclass
-
-    if not isinstance(raw, dict):
-        raise ValueError(f"{prefix}: expected a mapping, got {raw!r}")
-    known = {f.name: f for f in fields(kind)}
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {prefix}.{close[0]}?" if close else f" Known keys: {', '.join(known)}."
-            raise ValueError(f"{prefix}.{key} is not a TwinBrain option.{hint}")
-    values = {}
-    for key, value in raw.items():
-        default = known[key].default_factory() if callable(known[key].default_factory) else known[key].default
-        if is_dataclass(default):
-            values[key] = _build_dataclass(type(default), value, f"{prefix}.{key}")
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"{prefix}.{key}={value!r}: expected true or false")
-        elif isinstance(default, int) and not isinstance(default, bool) and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{prefix}.{key}={value!r}: expected an integer")
-        else:
-            values[key] = value
-    try:
-        return kind(**values)
-    except ValueError as err:
-        raise ValueError(str(err)) from None

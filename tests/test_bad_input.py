@@ -22,10 +22,7 @@ TINY = Path(__file__).parents[1] / "configs" / "tiny_cpu.yaml"
 
 
 def head_config(cfg) -> ActionHeadConfig:
-    twin = TwinBrainConfig.from_omegaconf(cfg)
-    section = dict(twin.action_model)
-    section.update(section.pop("diffusion_model_cfg"))
-    return ActionHeadConfig.from_section({**section, "cross_attention_dim": 64})
+    return TwinBrainConfig.from_omegaconf(cfg).head_config(cross_attention_dim=64)
 
 
 CONFIG_ERRORS = {
@@ -183,7 +180,7 @@ def test_any_instruction_size_fits_or_is_refused_naming_its_size(prompt_builder,
     except InputTooLarge as err:
         message = str(err)  # whichever limit was checked first, named with its numbers
         if message.startswith("examples[0].image: 3 images"):
-            assert num_images == 3 and message.endswith("at most 2 per example (framework.twinbrain.max_images_per_example)")
+            assert num_images == 3 and message.endswith("at most 2 per example (max_images_per_example)")  # the builder's argument
         elif message.startswith(f"examples[0].lang: {len(instruction)} characters; at most {PROMPT_LIMIT * 16} "):
             assert not truncate and len(instruction) > PROMPT_LIMIT * 16
         elif message.startswith("examples[0].lang: the "):

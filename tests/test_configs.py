@@ -7,7 +7,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from starvla_twinbrain.config import TwinBrainConfig
-from starvla_twinbrain.model.action_head import ActionHeadConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 CPU_DEMOS = ("tiny_cpu.yaml", "robosuite_lift.yaml")  # tiny VLMs trained in minutes on CPU
@@ -19,10 +18,8 @@ def test_config_parses(path):
     cfg = OmegaConf.load(path)
     assert cfg.framework.name == "TwinBrain"
     twin = TwinBrainConfig.from_omegaconf(cfg)
-    section = dict(twin.action_model)
-    section.update(section.pop("diffusion_model_cfg"))
-    head = ActionHeadConfig.from_section({**section, "cross_attention_dim": 2048})
-    assert head.size == (768, 12, 64) and head.num_layers == section["num_layers"]
+    head = twin.head_config(cross_attention_dim=2048)
+    assert head.size == (768, 12, 64) and head.num_layers == cfg.framework.action_model.diffusion_model_cfg.num_layers
     assert twin.backbone.state_dim == cfg.framework.action_model.state_dim  # include_state: true everywhere
 
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TwinBrainConfig, TwinBrainOptions, config_select, config_set
-from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
+from ..config import BACKBONE_KEYS, TwinBrainConfig, TwinBrainSection, config_select, config_set, yaml_keys
+from ..model.action_head import FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
 from ..model.state_encoder import stack_states
 from . import left_reference
@@ -106,20 +106,15 @@ def build_action_head(config, twin: TwinBrainConfig, cross_attention_dim: int) -
     from omegaconf import OmegaConf
 
     action_model = config_select(config, "framework.action_model")
-    if config_select(action_model, "diffusion_model_cfg") is None:
-        config_set(action_model, "diffusion_model_cfg", {})
-    config_set(action_model.diffusion_model_cfg, "cross_attention_dim", cross_attention_dim)
-    section = dict(twin.action_model)
-    section["diffusion_model_cfg"] = {**(section.get("diffusion_model_cfg") or {}), "cross_attention_dim": cross_attention_dim}
-    section["state_dim"] = twin.head_state_dim
+    config_set(action_model.diffusion_model_cfg, "cross_attention_dim", cross_attention_dim)  # saved with the run
     if STARVLA_AVAILABLE:
-        if section.get("time_distribution") == "uniform":
+        section = twin.head_section(cross_attention_dim)
+        if section["time_distribution"] == "uniform":
             section["noise_beta_alpha"] = section["noise_beta_beta"] = 1.0
             logger.info("flow-matching time: uniform (framework.action_model.time_distribution, the paper's): starVLA's "
                         "GR00T head draws it as Beta(1, 1), so noise_beta_alpha/noise_beta_beta are not used")
         return starvla_action_model(OmegaConf.create({"framework": {"action_model": section}}))
-    section.update(section.pop("diffusion_model_cfg"))
-    return FlowMatchingActionHead(ActionHeadConfig.from_section(section))
+    return FlowMatchingActionHead(twin.head_config(cross_attention_dim))
 
 
 def declare_left_frozen(config, left_trainable: bool = False) -> None:
@@ -189,7 +184,10 @@ class TwinBrain(BaseFramework):
         if self.twin.options.left_trainable:
             logger.info("framework.twinbrain.left_trainable: the Left Brain trains too; checkpoints store its weights")
         self.config = config
-        backbone = DualBrainBackbone(self.twin.backbone, dtype=_load_dtype())
+        with yaml_keys(BACKBONE_KEYS):  # the model core's errors name its arguments; the user wrote YAML keys
+            backbone = DualBrainBackbone(self.twin.backbone, dtype=_load_dtype())
+        builder = backbone.prompt_builder
+        builder.limit_names = {name: f"framework.twinbrain.{name}" for name in builder.limit_names}
         # The backbone's modules are registered here, at the top level, under the names users type; the backbone
         # object (which runs them) is kept unregistered so that nothing is stored twice.
         object.__setattr__(self, "backbone", backbone)
@@ -199,10 +197,11 @@ class TwinBrain(BaseFramework):
         self.action_queries = backbone.action_queries
         self.action_model = build_action_head(config, self.twin, backbone.hidden_size)
         self.compiled_head = InferenceCompiledDiT() if self.twin.options.compile_action_head else None
-        self.action_horizon = int(self.twin.action_model["action_horizon"])
-        self.action_dim = int(self.twin.action_model["action_dim"])
-        self.repeated_diffusion_steps = int(self.twin.action_model.get("repeated_diffusion_steps", 8))
-        low_memory_setup.setup(self)  # framework.twinbrain.right_lora / left_precision (framework/low_memory.py)
+        self.action_horizon = self.twin.action_model.action_horizon
+        self.action_dim = self.twin.action_model.action_dim
+        self.repeated_diffusion_steps = self.twin.action_model.repeated_diffusion_steps
+        with yaml_keys(BACKBONE_KEYS):
+            low_memory_setup.setup(self)  # framework.twinbrain.right_lora / left_precision (framework/low_memory.py)
         _trainable_in_fp32(self)  # from the start (a bf16 read is exact for bf16 checkpoints); frozen ones as read
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
@@ -215,7 +214,7 @@ class TwinBrain(BaseFramework):
     def left_brain_sha256(self) -> str:
         """The base checkpoint's content hash: computed (or read from the machine's cache) only when a checkpoint
         stores or checks the Left's reference, not at construction."""
-        return left_reference.base_checkpoint_hash(self.twin.backbone.base_vlm)
+        return left_reference.base_checkpoint_hash(self.twin.qwenvl.base_vlm)
 
     # starVLA's trainer resolves learning-rate keys by attribute path; stock YAMLs name the VLM this way.
     @property
@@ -368,7 +367,7 @@ def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metada
     for key in [k for k in state_dict if k.startswith(left)]:
         del state_dict[key]
     state_dict[prefix + left_reference.REFERENCE_KEY] = left_reference.encode_reference(
-        module.twin.backbone.base_vlm, module.left_brain_sha256
+        module.twin.qwenvl.base_vlm, module.left_brain_sha256
     )
 
 
@@ -378,7 +377,7 @@ def _check_left_reference(module: TwinBrain, state_dict, prefix, *args):
     module._loaded_with_prefix = prefix  # TwinBrain may sit inside another module (e.g. LeRobot's policy: "model.")
     if tensor is not None:
         reference = left_reference.decode_reference(tensor)
-        left_reference.check_reference(reference, module.twin.backbone.base_vlm, module.left_brain_sha256)
+        left_reference.check_reference(reference, module.twin.qwenvl.base_vlm, module.left_brain_sha256)
 
 
 def _check_state_path(module: TwinBrain, state_dict, prefix, local_metadata, strict, *args):
@@ -401,7 +400,7 @@ def _check_state_path(module: TwinBrain, state_dict, prefix, local_metadata, str
 # The switches a checkpoint was trained with (framework.twinbrain.cross_attention, ...), as one small uint8 entry of
 # JSON: they change no parameter name, so without it a checkpoint would load into another variant without a word.
 VARIANT_KEY = "twinbrain_variant"
-PRE_SWITCH_VARIANT = TwinBrainOptions().variant  # checkpoints made before the switches existed were all the default
+PRE_SWITCH_VARIANT = TwinBrainSection().variant  # checkpoints made before the switches existed were all the default
 
 
 def _store_variant(module: TwinBrain, state_dict, prefix, local_metadata):

@@ -19,10 +19,7 @@ Time convention: t = 0 noise, t = 1 action (see :mod:`.flow_matching`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,88 +28,10 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding, TimestepEmbedding, Timesteps
 from torch import nn
 
+from .config import ActionHeadConfig
 from .flow_matching import euler_integrate, interpolate, sample_time, velocity_target
 
 logger = logging.getLogger(__name__)
-
-# starVLA's DiT sizes: width (input_embedding_dim), heads, head dim.
-DIT_SIZES = {"DiT-B": (768, 12, 64), "DiT-L": (1536, 32, 48)}
-
-
-@dataclass(frozen=True)
-class ActionHeadConfig:
-    """``framework.action_model`` with ``diffusion_model_cfg`` flattened in; the defaults are starVLA's QwenGR00T
-    defaults. Errors name the YAML key."""
-
-    action_dim: int
-    action_horizon: int
-    cross_attention_dim: int
-    state_dim: int | None = None
-    action_model_type: str = "DiT-B"
-    hidden_size: int = 1024  # MLP width of the state encoder and action decoder
-    add_pos_embed: bool = True
-    max_seq_len: int = 1024
-    noise_beta_alpha: float = 1.5
-    noise_beta_beta: float = 1.0
-    noise_s: float = 0.999
-    num_timestep_buckets: int = 1000
-    num_inference_timesteps: int = 4
-    num_target_vision_tokens: int = 32
-    time_distribution: Literal["beta", "uniform"] = "uniform"  # the paper's; "beta": GR00T's Beta(alpha, beta)
-    # diffusion_model_cfg
-    num_layers: int = 16
-    output_dim: int = 1024
-    dropout: float = 0.2
-    final_dropout: bool = True
-    interleave_self_attention: bool = True
-    norm_type: str = "ada_norm"
-    positional_embeddings: str | None = None
-    max_num_positional_embeddings: int = 512
-    num_attention_heads: int | None = None  # default: the type's; heads × head dim must equal its width
-    attention_head_dim: int | None = None
-    attention_bias: bool = True
-    activation_fn: str = "gelu-approximate"
-    norm_eps: float = 1e-5
-
-    def __post_init__(self):
-        for key in ("action_dim", "action_horizon", "cross_attention_dim", "hidden_size", "num_layers", "output_dim",
-                    "num_timestep_buckets", "num_inference_timesteps", "num_target_vision_tokens", "max_seq_len"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"framework.action_model.{key}={value!r}: expected a positive integer")
-        if self.action_model_type not in DIT_SIZES:
-            raise ValueError(f"framework.action_model.action_model_type={self.action_model_type!r}: expected one of "
-                             f"{' | '.join(DIT_SIZES)}")
-        width, heads, head_dim = self.size
-        if heads * head_dim != width:
-            raise ValueError(
-                f"framework.action_model.diffusion_model_cfg: num_attention_heads × attention_head_dim = "
-                f"{heads} × {head_dim} must equal the {self.action_model_type} width {width}")
-        if self.norm_type != "ada_norm":
-            raise ValueError(f"framework.action_model.diffusion_model_cfg.norm_type={self.norm_type!r}: expected ada_norm")
-        if self.positional_embeddings not in (None, "sinusoidal"):
-            raise ValueError(f"framework.action_model.diffusion_model_cfg.positional_embeddings="
-                             f"{self.positional_embeddings!r}: expected null or sinusoidal")
-        if self.time_distribution not in ("beta", "uniform"):
-            raise ValueError(f"framework.action_model.time_distribution={self.time_distribution!r}: expected beta | uniform")
-        if self.add_pos_embed and self.action_horizon > self.max_seq_len:
-            raise ValueError(f"framework.action_model.action_horizon={self.action_horizon} exceeds max_seq_len={self.max_seq_len}")
-
-    @property
-    def size(self) -> tuple[int, int, int]:
-        """(width, heads, head dim) of the DiT."""
-        width, heads, head_dim = DIT_SIZES[self.action_model_type]
-        return width, self.num_attention_heads or heads, self.attention_head_dim or head_dim
-
-    @classmethod
-    def from_section(cls, section: dict) -> "ActionHeadConfig":
-        """From ``framework.action_model`` with ``diffusion_model_cfg`` merged in; host-only keys are left alone."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        ignored = sorted(set(section) - known)
-        if ignored:
-            logger.debug("built-in action head ignores framework.action_model keys %s", ignored)
-        return cls(**{k: v for k, v in section.items() if k in known})
-
 
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """``[..., dim]`` = [sin(p·ω), cos(p·ω)], ω_i = 10000^(−i / (dim/2)): the action encoder's time features."""
@@ -248,12 +167,11 @@ class FlowMatchingActionHead(nn.Module):
                              f"(diffusion_model_cfg.cross_attention_dim), got {list(condition.shape)}")
         if actions is not None and (actions.ndim != 3 or actions.shape[1:] != (c.action_horizon, c.action_dim)):
             raise ValueError(f"actions: expected [B, {c.action_horizon}, {c.action_dim}] "
-                             f"(framework.action_model.action_horizon, action_dim), got {list(actions.shape)}")
+                             f"(action_horizon, action_dim), got {list(actions.shape)}")
         if state is not None and self.state_encoder is None:
-            raise ValueError("state: got a state but the head was built without one (framework.action_model.state_dim "
-                             "is not set)")
+            raise ValueError("state: got a state but the head was built without one (state_dim is None)")
         if state is not None and (state.ndim != 3 or state.shape[1:] != (1, c.state_dim)):
-            raise ValueError(f"state: expected [B, 1, {c.state_dim}] (framework.action_model.state_dim), "
+            raise ValueError(f"state: expected [B, 1, {c.state_dim}] (state_dim), "
                              f"got {list(state.shape)}")
 
     # ------------------------------------------------------------------ network

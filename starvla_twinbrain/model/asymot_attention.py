@@ -33,6 +33,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .asymot_masks import VarlenIndex, joint_attention_mask, joint_block_mask, left_query_mask, varlen_index
+from .config import OptionError
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ def joint_attention_flex(
         query.requires_grad or key_right.requires_grad or value_right.requires_grad
     ):
         raise NotImplementedError(
-            f"framework.qwenvl.attn_implementation='flex_attention': FlexAttention has no backward pass on CPU "
+            f"attn_implementation='flex_attention': FlexAttention has no backward pass on CPU "
             f"(torch {torch.__version__}); train on CPU with 'sdpa'. On CPU flex_attention serves inference only."
         )
     key = torch.cat([key_left, key_right], dim=2)
@@ -475,15 +476,15 @@ def resolve_backend(requested: str | None, device: torch.device | str, dtype: to
     with one warning naming the reason.
     """
     if requested is not None and requested not in BACKENDS:
-        raise ValueError(
-            f"framework.qwenvl.attn_implementation={requested!r}: expected one of {' | '.join(BACKENDS)}"
+        raise OptionError(
+            "attn_implementation", f"={requested!r}: expected one of {' | '.join(BACKENDS)}"
         )
     default = default_backend(device, dtype)
     if requested is None:
         return default
     reason = unusable_reason(requested, device, dtype)  # type: ignore[arg-type]
     if reason:
-        message = f"framework.qwenvl.attn_implementation={requested!r} unavailable ({reason}); using {default!r}"
+        message = f"attn_implementation={requested!r} unavailable ({reason}); using {default!r}"
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         logger.warning(message)
         return default

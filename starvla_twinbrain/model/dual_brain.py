@@ -33,7 +33,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import BackboneConfig
+from .config import BackboneConfig, OptionError
 from .asymot_attention import (
     AsyMoTContext,
     Backend,
@@ -46,7 +46,7 @@ from .asymot_attention import (
 from .lockstep import LeftStepper, no_grad_unless
 from .prefix_cache import LeftPrefixCache, prompt_prefix_ids
 from .processing import family_of, load_processor
-from .prompts import MAX_PROMPT_KEY, BrainInputs, PromptBuilder, left_messages, to_pil
+from .prompts import BrainInputs, PromptBuilder, left_messages, to_pil
 from .qwen_compat import (
     enable_activation_checkpointing,
     load_vlm,
@@ -144,7 +144,7 @@ class DualBrainBackbone(nn.Module):
         self.hidden_size = text_hidden_size(left)
         self.num_text_layers = len(vlm_core(left).language_model.layers)
         if config.cross_layers == "odd" and self.num_text_layers < 2:
-            raise ValueError(f"framework.twinbrain.cross_layers='odd': {config.base_vlm!r} has "
+            raise OptionError("cross_layers", f"='odd': {config.base_vlm!r} has "
                              f"{self.num_text_layers} text layer(s), so no odd layer to join the brains on")
         self._vision_check: tuple[tuple, bool] = ((), False)  # (parameter versions, towers identical)
         self.state_encoder = (
@@ -159,14 +159,14 @@ class DualBrainBackbone(nn.Module):
         )
         context = left.config.text_config.max_position_embeddings
         if config.max_prompt_tokens + self.num_extra_slots > context:
-            raise ValueError(f"{MAX_PROMPT_KEY}={config.max_prompt_tokens}: more than the model's context "
+            raise OptionError("max_prompt_tokens", f"={config.max_prompt_tokens}: more than the model's context "
                              f"({context} positions, text_config.max_position_embeddings) less the Right Brain's "
                              f"{self.num_extra_slots} state / action-query slots")
         # The Left's system turn and user header, computed once for all rows (see .prefix_cache)
         self.left_prefix = LeftPrefixCache(prompt_prefix_ids(self.processor, left_messages(config.prompts, "", 1)))
         self._slot_token_id = self.processor.tokenizer.pad_token_id
         if self._slot_token_id is None:
-            raise ValueError(f"framework.qwenvl.base_vlm={config.base_vlm!r}: the tokenizer has no pad token")
+            raise OptionError("base_vlm", f"={config.base_vlm!r}: the tokenizer has no pad token")
         logger.info("TwinBrain backbone: %s from %s", self.family, config.base_vlm)
 
     # ------------------------------------------------------------------ attention backend
@@ -266,8 +266,7 @@ class DualBrainBackbone(nn.Module):
         if self.state_encoder is None:
             if states is not None and any(s is not None for s in states):
                 raise ValueError(
-                    "examples carry 'state' but framework.action_model.state_dim is not set: "
-                    "set it to the state size (or datasets.vla_data.include_state: false)"
+                    "examples carry 'state' but this backbone has no state encoder (state_dim is None)"
                 )
             return None, None
         if states is None:

@@ -10,6 +10,8 @@ from typing import Callable, Literal
 
 import torch
 
+from .config import OptionError
+
 
 def sample_time(
     batch_size: int,
@@ -26,7 +28,7 @@ def sample_time(
     u ~ Beta(alpha, beta), which favours small t (noisy inputs). Drawing the uniform case through Beta(1, 1) is
     what starVLA's head does with ``noise_beta_alpha = noise_beta_beta = 1``, so both heads draw the same times."""
     if distribution not in ("beta", "uniform"):
-        raise ValueError(f"framework.action_model.time_distribution={distribution!r}: expected beta | uniform")
+        raise OptionError("time_distribution", f"={distribution!r}: expected beta | uniform")
     if distribution == "uniform":
         alpha, beta = 1.0, 1.0
     u = torch.distributions.Beta(float(alpha), float(beta)).sample((batch_size,)).clamp(max=s)
@@ -53,7 +55,7 @@ def euler_integrate(
     """Integrate dx/dt = velocity(x, t_bucket) from t = 0 (noise) to t = 1 (action) in ``num_steps`` equal Euler
     steps; the network sees t discretised into ``num_timestep_buckets`` buckets (``[B]`` long), as in training."""
     if num_steps < 1:
-        raise ValueError(f"framework.action_model.num_inference_timesteps={num_steps}: expected >= 1")
+        raise OptionError("num_inference_timesteps", f"={num_steps}: expected >= 1")
     x, dt = noise, 1.0 / num_steps
     for step in range(num_steps):
         bucket = torch.full((x.shape[0],), int(step / num_steps * num_timestep_buckets), device=x.device, dtype=torch.long)

@@ -37,7 +37,7 @@ class LeftStepper:
     def __init__(self, core: nn.Module, tensors: dict, context: AsyMoTContext, grad: bool):
         text = core.language_model
         if getattr(text.config, "use_sliding_window", False):  # every layer is stepped with the first one's mask
-            raise NotImplementedError("framework.twinbrain.cross_attention='bidirectional' needs a text model "
+            raise NotImplementedError("cross_attention='bidirectional' needs a text model "
                                       "without sliding-window layers (text_config.use_sliding_window)")
         self.text, self.layers, self.grad = text, text.layers, grad
         captured: dict = {}

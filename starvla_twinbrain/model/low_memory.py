@@ -24,7 +24,7 @@ import logging
 import torch
 from torch import nn
 
-from ..config import RightLoraConfig
+from .config import MissingPackage, OptionError, RightLoraConfig
 from .qwen_compat import vlm_core
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,15 @@ logger = logging.getLogger(__name__)
 EXTRA = "starvla-twinbrain[lowmem]"  # setup.py's extra carrying peft and torchao
 
 
-def require(package: str, key: str):
-    """Import ``package`` for the YAML option ``key``, or one error saying what to install."""
+def require(package: str, option: str):
+    """Import ``package`` for ``option`` (``right_lora``, ``left_precision=int8``), or one error saying what to
+    install."""
     try:
         return importlib.import_module(package)
     except ImportError as err:
-        raise ImportError(f"{key} needs the {package!r} package ({err}); install it with "
-                          f"pip install '{EXTRA}'") from None
+        field, _, value = option.partition("=")
+        raise MissingPackage(field, f"{'=' + value if value else ''} needs the {package!r} package ({err}); install "
+                             f"it with pip install '{EXTRA}'") from None
 
 
 # ---------------------------------------------------------------------------------------------------- LoRA
@@ -61,7 +63,7 @@ def lora_target_names(right_brain: nn.Module, lora: RightLoraConfig) -> list[str
         if missing:
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in getattr(right_brain, where).named_modules()
                              if isinstance(m, nn.Linear)})
-            raise ValueError(f"framework.twinbrain.right_lora.{key}: {missing} name no linear layer of "
+            raise OptionError(f"right_lora.{key}", f": {missing} name no linear layer of "
                              f"right_brain.{where} (its linear layers: {linear})")
         names += [n for hits in found.values() for n in hits]
     return names
@@ -70,7 +72,7 @@ def lora_target_names(right_brain: nn.Module, lora: RightLoraConfig) -> list[str
 def apply_right_lora(right_brain: nn.Module, lora: RightLoraConfig) -> list[str]:
     """Inject LoRA adapters into ``right_brain`` in place; only the adapters stay trainable in it. Returns the
     adapted module names."""
-    peft = require("peft", "framework.twinbrain.right_lora")
+    peft = require("peft", "right_lora")
     targets = lora_target_names(right_brain, lora)
     config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=float(lora.dropout),
                              target_modules=targets, bias="none")
@@ -97,7 +99,7 @@ def quantize_left_int8(left_brain: nn.Module) -> list[str]:
     from rank 0 at start (DeepSpeed's ``_broadcast_model``), which torchao's tensors do not support. Every rank
     derives the same int8 weights from the same base, so there is nothing to broadcast. DDP also broadcasts
     buffers; the framework lists these in ``_ddp_params_and_buffers_to_ignore``."""
-    require("torchao", "framework.twinbrain.left_precision=int8")
+    require("torchao", "left_precision=int8")
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
     decoder = vlm_core(left_brain).language_model

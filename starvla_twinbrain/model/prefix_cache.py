@@ -34,7 +34,6 @@ from .qwen_compat import past_keys_values_kwarg, rope_position_ids
 
 logger = logging.getLogger(__name__)
 
-SHARE_PREFIX_KEY = "framework.twinbrain.share_prefix"
 
 
 def prompt_prefix_ids(processor, messages: list[dict]) -> torch.Tensor:

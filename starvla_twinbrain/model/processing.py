@@ -9,10 +9,11 @@ from pathlib import Path
 import transformers
 from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor, Qwen3VLProcessor
 
+from .config import OptionError
+
 logger = logging.getLogger(__name__)
 
 FAMILY_OF_MODEL_TYPE = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
-BASE_VLM_KEY = "framework.qwenvl.base_vlm"
 
 
 def family_of(path_or_name: str) -> str:
@@ -29,14 +30,14 @@ def family_of(path_or_name: str) -> str:
 
             config_file = Path(hf_hub_download(str(path_or_name), "config.json", local_files_only=True))
         except Exception:
-            raise ValueError(
-                f"{BASE_VLM_KEY}={path_or_name!r}: no Qwen-VL checkpoint there (no config.json in that folder, and "
+            raise OptionError(
+                "base_vlm", f"={path_or_name!r}: no Qwen-VL checkpoint there (no config.json in that folder, and "
                 f"not in the local Hugging Face cache). Give the folder of a Qwen2.5-VL or Qwen3-VL checkpoint."
             ) from None
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type not in FAMILY_OF_MODEL_TYPE:
-        raise ValueError(
-            f"{BASE_VLM_KEY}={path_or_name!r} is a {model_type!r} model: expected a Qwen2.5-VL or Qwen3-VL checkpoint "
+        raise OptionError(
+            "base_vlm", f"={path_or_name!r} is a {model_type!r} model: expected a Qwen2.5-VL or Qwen3-VL checkpoint "
             f"(model_type 'qwen2_5_vl' or 'qwen3_vl')"
         )
     return FAMILY_OF_MODEL_TYPE[model_type]
@@ -84,5 +85,5 @@ def load_processor(path_or_name: str):
     if template_file.is_file():
         chat_template = template_file.read_text()
     if chat_template is None:
-        raise ValueError(f"{BASE_VLM_KEY}={path_or_name!r}: the checkpoint has no chat template")
+        raise OptionError("base_vlm", f"={path_or_name!r}: the checkpoint has no chat template")
     return IMAGE_ONLY_PROCESSORS[family](image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)

@@ -18,12 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS, PromptConfig
+from .config import MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS, PromptConfig
 
 logger = logging.getLogger(__name__)
 
-MAX_PROMPT_KEY = "framework.twinbrain.max_prompt_tokens"
-MAX_IMAGES_KEY = "framework.twinbrain.max_images_per_example"
 # English averages about 4 characters per token. Text longer than this many characters per allowed token cannot be
 # a real instruction and is refused without tokenising it (tokenising 100 kB alone takes ~0.2 s).
 MAX_CHARS_PER_TOKEN = 16
@@ -126,6 +124,8 @@ class PromptBuilder:
         self.prompts = prompts
         self.max_prompt_tokens = max_prompt_tokens
         self.max_images = max_images
+        # The limits' names in errors: the backbone's arguments; a host names them as its users wrote them
+        self.limit_names = {"max_prompt_tokens": "max_prompt_tokens", "max_images_per_example": "max_images_per_example"}
         self.processor.tokenizer.padding_side = "left"
 
     # ------------------------------------------------------------------ limits
@@ -138,18 +138,18 @@ class PromptBuilder:
         if len(text) > self.max_chars:
             raise InputTooLarge(
                 f"{where}{source}: {len(text)} characters; at most {self.max_chars} ({MAX_CHARS_PER_TOKEN} per token "
-                f"of {MAX_PROMPT_KEY}={self.max_prompt_tokens}), refused before tokenising")
+                f"of {self.limit_names['max_prompt_tokens']}={self.max_prompt_tokens}), refused before tokenising")
 
     def check_image_count(self, count: int, where: str, source: str = "") -> None:
         if count > self.max_images:
             raise InputTooLarge(
-                f"{where}{source}: {count} images; at most {self.max_images} per example ({MAX_IMAGES_KEY})")
+                f"{where}{source}: {count} images; at most {self.max_images} per example ({self.limit_names['max_images_per_example']})")
 
     def check_tokens(self, tokens: int, where: str, brain: str, num_images: int, source: str = "") -> None:
         if tokens > self.max_prompt_tokens:
             raise InputTooLarge(
                 f"{where}{source}: the {brain} prompt is {tokens} tokens (template, instruction and {num_images} "
-                f"image{'s' * (num_images != 1)}); {MAX_PROMPT_KEY} is {self.max_prompt_tokens}")
+                f"image{'s' * (num_images != 1)}); {self.limit_names['max_prompt_tokens']} is {self.max_prompt_tokens}")
 
     def _truncated(self, instruction: str, excess: int) -> str:
         """The start of ``instruction`` without its last ``excess`` tokens ("" when that is all of it). Cut at a
@@ -212,9 +212,9 @@ class PromptBuilder:
                 instructions[b] = self._truncated(instructions[b], excess[b] + attempt)
                 if not instructions[b]:
                     raise InputTooLarge(f"examples[{b}].image{sources[b]}: {len(pil[b])} images make the prompt "
-                                        f"longer than {MAX_PROMPT_KEY}={self.max_prompt_tokens} tokens")
+                                        f"longer than {self.limit_names['max_prompt_tokens']}={self.max_prompt_tokens} tokens")
                 logger.warning("examples[%d]%s: instruction truncated by %d tokens to fit %s=%d", b, sources[b],
-                               excess[b] + attempt, MAX_PROMPT_KEY, self.max_prompt_tokens)
+                               excess[b] + attempt, self.limit_names["max_prompt_tokens"], self.max_prompt_tokens)
             left, right = self._encode_pair(pil, instructions, robot_types)
         raise AssertionError("unreachable: the last attempt raises")
 

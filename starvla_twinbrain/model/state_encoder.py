@@ -20,7 +20,7 @@ def stack_states(states: Sequence, state_dim: int) -> tuple[torch.Tensor, torch.
         s = torch.tensor(np.asarray(s, dtype=np.float32))  # a copy: host arrays may be read-only
         if s.numel() != state_dim or s.ndim > 2 or (s.ndim == 2 and s.shape[0] != 1):
             raise ValueError(f"examples[{b}]['state']: expected shape [{state_dim}] or [1, {state_dim}] "
-                             f"(framework.action_model.state_dim), got {tuple(s.shape)}")
+                             f"(state_dim), got {tuple(s.shape)}")
         if not torch.isfinite(s).all():
             raise ValueError(f"examples[{b}]['state']: contains NaN or inf")
         out[b], valid[b] = s.reshape(state_dim), True
@@ -42,7 +42,7 @@ class StateEncoder(nn.Module):
             state = state[:, 0]
         if state.ndim != 2 or state.shape[-1] != self.state_dim:
             raise ValueError(
-                f"state: expected shape [B, {self.state_dim}] (framework.action_model.state_dim={self.state_dim}), "
+                f"state: expected shape [B, {self.state_dim}] (state_dim={self.state_dim}), "
                 f"got {tuple(state.shape)}"
             )
         param = self.mlp[0].weight

@@ -56,25 +56,19 @@ def param_groups(model: nn.Module, learning_rate) -> list[dict]:
     return [{"params": params, "lr": rates[name], "name": name} for name, params in groups.items()]
 
 
-def build_optimizer(model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
-    opt = trainer_cfg.get("optimizer", {}) or {}
-    name = opt.get("name", "AdamW")
-    if name != "AdamW":
-        raise ValueError(f"trainer.optimizer.name={name!r}: expected AdamW")
-    groups = param_groups(model, trainer_cfg.get("learning_rate", 1e-5))
+def build_optimizer(model: nn.Module, trainer) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, in ``trainer.learning_rate``'s groups (``trainer``: a TrainerSection)."""
+    groups = param_groups(model, trainer.learning_rate)
     for g in groups:
         logger.info("lr group %-28s lr %.2e  %d tensors", g["name"], g["lr"], len(g["params"]))
-    return torch.optim.AdamW(
-        groups, betas=tuple(opt.get("betas", (0.9, 0.95))), eps=float(opt.get("eps", 1e-8)),
-        weight_decay=float(opt.get("weight_decay", 0.0)),
-    )
+    opt = trainer.optimizer
+    return torch.optim.AdamW(groups, betas=tuple(opt.betas), eps=opt.eps, weight_decay=opt.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, trainer_cfg, max_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, trainer, max_steps: int):
     """transformers' schedulers by name (starVLA's ``lr_scheduler_type``), e.g. ``cosine_with_min_lr``."""
-    kind = trainer_cfg.get("lr_scheduler_type", "cosine_with_min_lr")
-    specific = dict(trainer_cfg.get("scheduler_specific_kwargs", {}) or {})
+    specific = dict(trainer.scheduler_specific_kwargs or {})
     return get_scheduler(
-        kind, optimizer, num_warmup_steps=int(trainer_cfg.get("num_warmup_steps", 0)),
+        trainer.lr_scheduler_type, optimizer, num_warmup_steps=trainer.num_warmup_steps,
         num_training_steps=max_steps, scheduler_specific_kwargs=specific or None,
     )

@@ -10,11 +10,12 @@ scheduler, data position and loss history.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from ..config import obs_image_size
+from ..config import (STARVLA_ONLY_DATA_KEYS, UNREAD_DATA_KEYS, DataSection, TrainerSection, config_to_dict, load_section,
+                      obs_image_size, warn_once)
 from ..host.api import FRAMEWORK_REGISTRY
 from ..framework.twinbrain import apply_precision_policy, register
 from . import checkpoint as ckpt
@@ -67,49 +69,49 @@ class TrainResult:
     losses: list[float]
 
 
-# Every trainer.* key this runtime reads; any other is refused (a silently ignored key is a silently wrong run).
-TRAINER_KEYS = (
-    "max_train_steps", "num_warmup_steps", "save_interval", "eval_interval", "logging_frequency", "learning_rate",
-    "lr_scheduler_type", "scheduler_specific_kwargs", "freeze_modules", "optimizer", "gradient_clipping",
-    "gradient_accumulation_steps", "is_resume", "save_format",
-)
+# starVLA's trainer.* keys that change nothing for a TwinBrain run under starVLA's own trainer either (dead keys, or
+# VLM co-training's): the embedded trainer warns once and goes on, so stock YAMLs run unchanged.
+IGNORED_TRAINER_KEYS = ("loss_scale", "max_grad_norm", "weight_decay", "enable_gradient_checkpointing",
+                        "gradient_checkpointing")
 # Keys of starVLA YAMLs whose only value here is the one this runtime implements.
 FIXED_VALUES = {"datasets.vla_data.dataset_py": ("lerobot_datasets",), "datasets.vla_data.lerobot_version": ("v3.0",),
                 "is_debug": (False,)}
-# Keys neither starVLA's trainer nor this runtime reads: refused rather than trusted to do something.
-UNREAD_KEYS = ("datasets.vla_data.action_type", "datasets.vla_data.load_all_data_for_training")
 
 
-def check_config_keys(cfg) -> None:
-    """One clear error for a key the embedded runtime would otherwise ignore."""
-    import difflib
-
-    for key in OmegaConf.select(cfg, "trainer") or {}:
-        if key not in TRAINER_KEYS:
-            close = difflib.get_close_matches(str(key), TRAINER_KEYS, n=1)
-            hint = f"did you mean trainer.{close[0]}?" if close else f"it reads {', '.join(TRAINER_KEYS)}"
+def check_config_keys(cfg) -> tuple[TrainerSection, DataSection]:
+    """The ``trainer`` and ``datasets.vla_data`` sections as this runtime reads them, validated once at start-up:
+    one clear error for a key it would otherwise ignore (a silently ignored key is a silently wrong run)."""
+    trainer_keys = [f.name for f in fields(TrainerSection)]
+    trainer = config_to_dict(OmegaConf.select(cfg, "trainer")) or {}
+    for key in list(trainer):
+        if key in IGNORED_TRAINER_KEYS:
+            warn_once(f"trainer.{key} is ignored (starVLA's trainer does not use it for this framework either)")
+            del trainer[key]
+        elif key not in trainer_keys:
+            close = difflib.get_close_matches(str(key), trainer_keys, n=1)
+            hint = f"did you mean trainer.{close[0]}?" if close else f"it reads {', '.join(trainer_keys)}"
             raise ValueError(f"trainer.{key} is not read by the embedded trainer: {hint}")
     for key, allowed in FIXED_VALUES.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in allowed:
             raise ValueError(f"{key}={value!r}: the embedded runtime supports only {' | '.join(map(repr, allowed))}")
-    for key in UNREAD_KEYS:
-        if OmegaConf.select(cfg, key) is not None:
-            raise ValueError(f"{key} is read by neither starVLA's trainer nor the embedded runtime: remove it")
+    data = config_to_dict(OmegaConf.select(cfg, "datasets.vla_data")) or {}
+    for key in [k for k in data if k in UNREAD_DATA_KEYS]:
+        warn_once(f"datasets.vla_data.{key} is read by neither starVLA's trainer nor the embedded runtime: ignored")
+        del data[key]
+    for key in [k for k in data if k in STARVLA_ONLY_DATA_KEYS]:
+        warn_once(f"datasets.vla_data.{key} is read by starVLA's own data loaders only; the embedded runtime's "
+                  "LeRobot loader ignores it")
+        del data[key]
+    return (load_section(TrainerSection, trainer, "trainer", "read by the embedded trainer"),
+            load_section(DataSection, data, "datasets.vla_data", "read by the embedded runtime's data loader"))
 
 
-def _positive_int(trainer_cfg: dict, key: str, default: int) -> int:
-    value = trainer_cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"trainer.{key}={value!r}: expected a positive integer")
-    return value
-
-
-def _accelerator_for(trainer_cfg: dict, accelerator: Accelerator | None) -> Accelerator:
+def _accelerator_for(trainer: TrainerSection, accelerator: Accelerator | None) -> Accelerator:
     """bf16 autocast over fp32 weights on GPU (under DeepSpeed: its bf16 mode, fp32 master weights), fp32 on CPU;
     ``trainer.gradient_accumulation_steps`` through accelerate's ``accumulate``. A training step is one optimizer
     step; accumulation runs across an epoch's end, so every step sums the same number of batches."""
-    steps = _positive_int(trainer_cfg, "gradient_accumulation_steps", 1)
+    steps = trainer.gradient_accumulation_steps
     if accelerator is None:
         plugin = GradientAccumulationPlugin(num_steps=steps, sync_with_dataloader=False)
         gpu = torch.cuda.is_available()
@@ -175,20 +177,20 @@ def dataset_from_config(cfg) -> tuple[Dataset, dict]:
     """``datasets.vla_data``: the LeRobot dataset at ``data_root_dir / data_mix`` (a folder), and its statistics."""
     from .data import LeRobotVLADataset
 
-    vla = cfg.datasets.vla_data
+    _, data = check_config_keys(cfg)
     for key in ("data_root_dir", "data_mix"):
-        if OmegaConf.select(vla, key) is None:
+        if getattr(data, key) is None:
             raise ValueError(f"datasets.vla_data.{key} is missing: the embedded runtime reads data_root_dir/data_mix")
-    include_state = bool(OmegaConf.select(vla, "include_state", default=False))
+    action_model = cfg.framework.action_model
     dataset = LeRobotVLADataset(
-        Path(vla.data_root_dir) / str(vla.data_mix),
-        action_horizon=int(cfg.framework.action_model.action_horizon),
-        include_state=include_state,
+        Path(data.data_root_dir) / data.data_mix,
+        action_horizon=int(action_model.action_horizon),
+        include_state=data.include_state,
         image_size=obs_image_size(cfg),
-        normalization=OmegaConf.select(vla, "normalization", default="q99"),
-        expected_action_dim=int(cfg.framework.action_model.action_dim),
-        expected_state_dim=OmegaConf.select(cfg, "framework.action_model.state_dim") if include_state else None,
-        video_backend=OmegaConf.select(vla, "video_backend"),
+        normalization=data.normalization,
+        expected_action_dim=int(action_model.action_dim),
+        expected_state_dim=OmegaConf.select(action_model, "state_dim") if data.include_state else None,
+        video_backend=data.video_backend,
     )
     return dataset, dataset.statistics
 
@@ -196,9 +198,8 @@ def dataset_from_config(cfg) -> tuple[Dataset, dict]:
 def train(cfg, dataset: Dataset, statistics: dict | None = None, accelerator: Accelerator | None = None) -> TrainResult:
     """Train the framework named by ``cfg.framework.name`` on ``dataset`` (items: starVLA example dicts)."""
     register()
-    check_config_keys(cfg)
     run = _TrainingRun(cfg, dataset, accelerator)
-    if run.trainer_cfg.get("is_resume"):
+    if run.trainer.is_resume:
         run.resume()
     run.write_run_files(statistics)
     try:
@@ -216,29 +217,29 @@ class _TrainingRun:
 
     def __init__(self, cfg, dataset: Dataset, accelerator: Accelerator | None):
         self.cfg = cfg
-        self.trainer_cfg = trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-        self.accelerator = accelerator = _accelerator_for(trainer_cfg, accelerator)
+        self.trainer, data = trainer, data = check_config_keys(cfg)
+        self.accelerator = accelerator = _accelerator_for(trainer, accelerator)
         seed = int(cfg.get("seed", 42))
         set_seed(seed)
         self.run_dir = Path(cfg.run_root_dir) / str(cfg.run_id)
-        self.max_steps = _positive_int(trainer_cfg, "max_train_steps", 1)
-        batch_size = int(OmegaConf.select(cfg, "datasets.vla_data.per_device_batch_size", default=8))
-        self.save_interval = _positive_int(trainer_cfg, "save_interval", self.max_steps)
-        self.log_every = _positive_int(trainer_cfg, "logging_frequency", 10)
-        self.eval_every = _positive_int(trainer_cfg, "eval_interval", self.max_steps + 1)
-        self.clip = trainer_cfg.get("gradient_clipping")
+        self.max_steps = trainer.max_train_steps
+        batch_size = data.per_device_batch_size
+        self.save_interval = trainer.save_interval or self.max_steps
+        self.log_every = trainer.logging_frequency
+        self.eval_every = trainer.eval_interval or self.max_steps + 1
+        self.clip = trainer.gradient_clipping
         self.accumulation = accelerator.gradient_accumulation_steps
 
         model = FRAMEWORK_REGISTRY[cfg.framework.name](cfg)
-        freeze_modules(model, trainer_cfg.get("freeze_modules"))
+        freeze_modules(model, trainer.freeze_modules)
         apply_precision_policy(model, accelerator.device)
-        optimizer = build_optimizer(model, trainer_cfg)
-        self.scheduler = build_scheduler(optimizer, trainer_cfg, self.max_steps)
+        optimizer = build_optimizer(model, trainer)
+        self.scheduler = build_scheduler(optimizer, trainer, self.max_steps)
         sampler = EpochShuffleSampler(len(dataset), seed)
         # Its own generator: starting an iterator draws a seed, which must not come from the global RNG that the
         # model samples noise from (a resumed run starts its iterator mid-epoch, at another point of that stream).
         loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_collate, drop_last=True,
-                            num_workers=int(OmegaConf.select(cfg, "datasets.vla_data.num_workers", default=0)),
+                            num_workers=data.num_workers,
                             generator=torch.Generator().manual_seed(seed))
         # The scheduler stays out of prepare(): accelerate would step it once per process per step. It steps here
         # once per optimizer step, and its state travels in the checkpoint's progress.json.
@@ -372,7 +373,7 @@ class _TrainingRun:
         partial = ckpt.partial_name(final)
         if accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
-            ckpt.atomic_save(state_dict, ckpt.model_file(run_dir, at_step, self.trainer_cfg.get("save_format", "pt")))
+            ckpt.atomic_save(state_dict, ckpt.model_file(run_dir, at_step, self.trainer.save_format))
         accelerator.wait_for_everyone()
         accelerator.save_state(str(partial))  # optimizer (or its shards), each process's RNG states
         accelerator.wait_for_everyone()

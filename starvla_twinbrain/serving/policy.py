@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ..config import MAX_EXAMPLES_PER_REQUEST, MAX_IMAGES_PER_EXAMPLE, MAX_PROMPT_TOKENS, obs_image_size
+from ..config import MAX_EXAMPLES_PER_REQUEST, DataSection, TwinBrainConfig, config_select, obs_image_size
 from ..model.prompts import InputTooLarge
 from ..normalization import unnormalize
 
@@ -78,18 +78,18 @@ class ServedPolicy:
         self.config = config
         self.statistics = statistics or {}
         self.ckpt_path = str(ckpt_path)
-        select = lambda key, default=None: OmegaConf.select(config, key, default=default)  # noqa: E731
-        self.action_chunk_size = int(select("framework.action_model.action_horizon"))
-        self.action_dim = int(select("framework.action_model.action_dim"))
-        self.include_state = bool(select("datasets.vla_data.include_state", default=False))
-        self.state_dim = int(select("framework.action_model.state_dim")) if self.include_state else None
-        self.normalization = select("datasets.vla_data.normalization", default="q99")
+        twin = TwinBrainConfig.from_omegaconf(config)  # the run's sections, typed (validated when it was trained)
+        self.action_chunk_size = twin.action_model.action_horizon
+        self.action_dim = twin.action_model.action_dim
+        self.include_state = twin.include_state
+        self.state_dim = twin.state_dim
+        self.normalization = config_select(config, "datasets.vla_data.normalization", DataSection().normalization)
         self.image_size = obs_image_size(config)  # (height, width) training used; 224 for starVLA-trained runs
         if unnorm_key is not None and unnorm_key not in self.statistics:
             raise ValueError(f"unnorm_key {unnorm_key!r} is not in the run's statistics {sorted(self.statistics)}")
         self.default_unnorm_key = unnorm_key or (next(iter(self.statistics)) if len(self.statistics) == 1 else None)
-        self.max_prompt_tokens = int(select("framework.twinbrain.max_prompt_tokens", default=MAX_PROMPT_TOKENS))
-        trained_max = int(select("framework.twinbrain.max_images_per_example", default=MAX_IMAGES_PER_EXAMPLE))
+        self.max_prompt_tokens = twin.options.max_prompt_tokens
+        trained_max = twin.options.max_images_per_example
         self.max_images = trained_max if max_images is None else max_images
         self.max_batch = max_batch
         for name, value in (("--max-batch", max_batch), ("--max-images", self.max_images)):

@@ -5,6 +5,7 @@ Checks: importing the package registers TwinBrain; starVLA's ``build_framework``
 head; the built-in head equals starVLA's numerically with exchanged weights; TwinBrain checkpoints move between
 the two heads with ``strict=True``; ``baseframework.from_pretrained`` loads a run written by the embedded trainer."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import starvla_twinbrain  # noqa: E402,F401  (registers TwinBrain)
 from starvla_twinbrain.framework import twinbrain as twinbrain_module  # noqa: E402
 from starvla_twinbrain.model.action_head import ActionHeadConfig, FlowMatchingActionHead  # noqa: E402
 from tests.factories import random_image  # noqa: E402
+
+HEAD_ARGS = {f.name for f in dataclasses.fields(ActionHeadConfig)}
 
 ROOT = Path(__file__).parents[2]
 STATE_DIM, HORIZON, ACTION_DIM = 7, 4, 7
@@ -61,7 +64,7 @@ def _heads(positional_embeddings, state_dim):
     theirs = get_action_model(OmegaConf.create({"framework": {"action_model": section}})).eval()
     flat = {**section, **section["diffusion_model_cfg"], "time_distribution": "beta"}  # starVLA's head: Beta(1.5, 1)
     del flat["diffusion_model_cfg"]
-    ours = FlowMatchingActionHead(ActionHeadConfig.from_section(flat)).eval()
+    ours = FlowMatchingActionHead(ActionHeadConfig(**{k: v for k, v in flat.items() if k in HEAD_ARGS})).eval()
     return theirs, ours
 
 
@@ -181,8 +184,8 @@ def test_starvla_trainers_tracked_config_is_read_and_saved_whole(qwen25, tmp_pat
     reread = OmegaConf.load(saved)
     twin = TwinBrainConfig.from_omegaconf(reread)
     assert twin.backbone == model.twin.backbone and twin.options == model.twin.options
-    twin.action_model["diffusion_model_cfg"].pop("cross_attention_dim")  # set from the VLM after parsing
-    assert twin.action_model == model.twin.action_model
+    dit = dataclasses.replace(twin.action_model.diffusion_model_cfg, cross_attention_dim=None)  # set from the VLM
+    assert dataclasses.replace(twin.action_model, diffusion_model_cfg=dit) == model.twin.action_model
     assert reread.framework.action_model.repeated_diffusion_steps == 4
     assert reread.framework.action_model.diffusion_model_cfg.cross_attention_dim == model.backbone.hidden_size
     rebuilt = build_framework(reread)

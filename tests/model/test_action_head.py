@@ -150,7 +150,7 @@ def test_head_learns_a_conditional_mapping():
     (dict(num_attention_heads=4, attention_head_dim=16), "must equal the DiT-B width 768"),
     (dict(norm_type="layer_norm"), "norm_type"),
     (dict(positional_embeddings="rope"), "positional_embeddings"),
-    (dict(action_dim=0), r"action_model\.action_dim=0"),
+    (dict(action_dim=0), r"^action_dim=0: expected a positive integer"),
 ])
 def test_bad_config_names_the_key(overrides, match):
     with pytest.raises(ValueError, match=match):

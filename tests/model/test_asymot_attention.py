@@ -186,7 +186,7 @@ def test_left_keys_change_the_output():
 
 
 def test_resolve_backend():
-    with pytest.raises(ValueError, match=r"framework\.qwenvl\.attn_implementation='sdpa2'.*eager \| sdpa \| flash_attention_2 \| flex_attention"):
+    with pytest.raises(ValueError, match=r"^attn_implementation='sdpa2'.*eager \| sdpa \| flash_attention_2 \| flex_attention"):
         resolve_backend("sdpa2", "cpu")
     assert resolve_backend(None, "cpu") == "sdpa"
     assert resolve_backend("eager", "cpu") == "eager"

@@ -123,7 +123,7 @@ def test_shipped_configs_use_only_keys_the_trainer_honours(config):
     ("trainer.gradient_acumulation_steps", 2, r"trainer.gradient_acumulation_steps is not read .*did you mean trainer.gradient_accumulation_steps"),
     ("trainer.enable_mixed_precision_training", True, r"trainer.enable_mixed_precision_training is not read by the embedded trainer"),
     ("datasets.vla_data.dataset_py", "oxe_rlds", r"datasets.vla_data.dataset_py='oxe_rlds': the embedded runtime supports only 'lerobot_datasets'"),
-    ("datasets.vla_data.action_type", "delta_ee", r"datasets.vla_data.action_type is read by neither"),
+    ("trainer.warmup_ratio", 0.1, r"trainer.warmup_ratio is not read by the embedded trainer"),  # a starVLA key
     ("is_debug", True, r"is_debug=True: the embedded runtime supports only False"),
 ])
 def test_keys_the_trainer_would_ignore_are_refused(qwen25, tmp_path, key, value, message):
