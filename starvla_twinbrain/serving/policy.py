@@ -104,7 +104,7 @@ class ServedPolicy:
                         unnorm_key: str | None = None, compile_head: bool = False,
                         max_batch: int = MAX_EXAMPLES_PER_REQUEST, max_images: int | None = None) -> "ServedPolicy":
         from ..framework.twinbrain import InferenceCompiledDiT
-        from ..runtime.checkpoint import load_framework
+        from ..framework.pretrained import load_framework
 
         target = pick_device(device)
         if bf16 and target.type != "cuda":
