@@ -24,10 +24,10 @@ from torch import nn
 from ..config import TwinBrainConfig, TwinBrainOptions, config_select, config_set
 from ..model.action_head import ActionHeadConfig, FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
-from ..model.state_encoder import stack_states
 from . import left_reference
 from ..host.api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
 from . import low_memory as low_memory_setup
+from .states import validate_states
 
 logger = logging.getLogger(__name__)
 
@@ -256,14 +256,7 @@ class TwinBrain(BaseFramework):
             for key in ("image", "lang"):
                 if key not in ex:
                     raise ValueError(f"examples[{b}] has no {key!r}: expected keys 'image' and 'lang'")
-        states = None
-        if self.twin.include_state:
-            missing = [b for b, ex in enumerate(examples) if ex.get("state") is None]
-            if missing:
-                raise ValueError(
-                    f"examples{missing} have no 'state' but datasets.vla_data.include_state is true"
-                )
-            states = [ex["state"] for ex in examples]
+        states = validate_states(examples, self.twin.action_model.get("state_dim"), self.twin.include_state)
         device, dtype = self._device_dtype()
         inputs = self.backbone.prepare(
             [ex["image"] for ex in examples], [ex["lang"] for ex in examples], _robot_types(examples),
@@ -272,7 +265,7 @@ class TwinBrain(BaseFramework):
         out = self.backbone(inputs)
         head_state = None
         if self.twin.head_state_dim is not None:
-            head_state = stack_states(states, self.twin.head_state_dim)[0][:, None].to(device, dtype)  # [B, 1, D]
+            head_state = states[:, None].to(device, dtype)  # [B, 1, D]
         return out, head_state
 
     def _actions(self, examples: Sequence[dict]) -> torch.Tensor:
