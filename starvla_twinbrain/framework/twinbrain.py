@@ -179,7 +179,12 @@ class InferenceCompiledDiT:
 
 
 class TwinBrain(BaseFramework):
-    """Frozen Left Brain + trainable Right Brain (AsyMoT) + flow-matching action head."""
+    """Frozen Left Brain + trainable Right Brain (AsyMoT) + flow-matching action head.
+
+    The backbone's modules are registered first under the names users type (parameter names, checkpoint keys and
+    attribute paths stay ``left_brain.*`` ...), then the backbone itself, so ``train()`` reaches its one override;
+    torch lists a shared module once, under its first name, and two hooks keep the backbone's copy out of checkpoints.
+    """
 
     def __init__(self, config, **kwargs):
         super().__init__()
@@ -190,13 +195,11 @@ class TwinBrain(BaseFramework):
             logger.info("framework.twinbrain.left_trainable: the Left Brain trains too; checkpoints store its weights")
         self.config = config
         backbone = DualBrainBackbone(self.twin.backbone, dtype=_load_dtype())
-        # The backbone's modules are registered here, at the top level, under the names users type; the backbone
-        # object (which runs them) is kept unregistered so that nothing is stored twice.
-        object.__setattr__(self, "backbone", backbone)
         self.left_brain = backbone.left_brain
         self.right_brain = backbone.right_brain
         self.state_encoder = backbone.state_encoder
         self.action_queries = backbone.action_queries
+        self.backbone = backbone  # after its modules: they keep the names above; its train() runs after theirs
         self.action_model = build_action_head(config, self.twin, backbone.hidden_size)
         self.compiled_head = InferenceCompiledDiT() if self.twin.options.compile_action_head else None
         self.action_horizon = int(self.twin.action_model["action_horizon"])
@@ -204,6 +207,7 @@ class TwinBrain(BaseFramework):
         self.repeated_diffusion_steps = int(self.twin.action_model.get("repeated_diffusion_steps", 8))
         low_memory_setup.setup(self)  # framework.twinbrain.right_lora / left_precision (framework/low_memory.py)
         _trainable_in_fp32(self)  # from the start (a bf16 read is exact for bf16 checkpoints); frozen ones as read
+        self.register_state_dict_post_hook(_drop_backbone_copy)
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
         self.register_load_state_dict_pre_hook(_check_state_path)
@@ -234,11 +238,6 @@ class TwinBrain(BaseFramework):
         from ..model.low_memory import left_precision
 
         return left_precision(self.left_brain)
-
-    def train(self, mode: bool = True) -> "TwinBrain":
-        super().train(mode)
-        self.left_brain.train(mode and self.twin.options.left_trainable)  # a frozen Left: no dropout, ever
-        return self
 
     def supports_training_tag(self, tag: str) -> bool:
         return tag == "vla"  # no VLM co-training: the Left Brain keeps the general skills
@@ -351,6 +350,14 @@ def _source(example: dict) -> str:
 # -------------------------------------------------------------------------- checkpoint hooks
 
 
+BACKBONE_PREFIX = "backbone."  # the same modules as left_brain.*, right_brain.*, ...: never stored
+
+
+def _drop_backbone_copy(module: TwinBrain, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + BACKBONE_PREFIX)]:
+        del state_dict[key]
+
+
 def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metadata):
     if module.twin.options.left_brain_storage != "reference":
         return
@@ -419,6 +426,8 @@ def _check_variant(module: TwinBrain, state_dict, prefix, *args):
 
 
 def _accept_left_by_reference(module: TwinBrain, incompatible_keys):
+    backbone = getattr(module, "_loaded_with_prefix", "") + BACKBONE_PREFIX  # loaded under their own names
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(backbone)]
     if getattr(module, "_loaded_left_by_reference", False):
         left = getattr(module, "_loaded_with_prefix", "") + left_reference.LEFT_PREFIX
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(left)]

@@ -55,6 +55,26 @@ def test_submodule_paths(model):
     assert not any(k.startswith("backbone.") for k in model.state_dict())
 
 
+def test_one_owner_per_module(model):
+    """The backbone is registered (after its modules): parameters keep the names users type, each listed once;
+    attribute paths resolve as starVLA's trainer resolves them; the frozen Left never enters train mode."""
+    assert dict(model.named_children())["backbone"] is model.backbone
+    names = [name for name, _ in model.named_parameters()]
+    assert not any(n.startswith("backbone.") for n in names) and len(names) == len(set(names))
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.backbone.parameters()) + sum(
+        p.numel() for p in model.action_model.parameters())
+    for path in ("left_brain", "right_brain", "right_brain.visual", "state_encoder", "action_model",
+                 "qwen_vl_interface"):
+        assert model.get_submodule(path) is eval("model." + path), path
+    was_training = model.training
+    for mode in (True, False, True):
+        model.train(mode)
+        assert not model.left_brain.training and model.right_brain.training == mode and model.action_model.training == mode
+    model.train(was_training)
+    missing, unexpected = model.load_state_dict(model.state_dict(), strict=True)
+    assert not missing and not unexpected
+
+
 def stock_config(base_vlm: str):
     """A starVLA Bridge-style YAML: no state, the stock learning-rate keys, nothing frozen by the user."""
     cfg = make_config(base_vlm)
