@@ -64,7 +64,8 @@ def _imported_modules(file: Path) -> list[str]:
 
 @pytest.mark.parametrize("sources, forbidden", [
     # model → framework → hosts: the framework loads and runs a model without any host
-    ("starvla_twinbrain/framework", ("starvla_twinbrain.runtime", "starvla_twinbrain.serving", "starvla_twinbrain.cli")),
+    ("starvla_twinbrain/framework",
+     ("starvla_twinbrain.runtime", "starvla_twinbrain.serving", "starvla_twinbrain.cli")),
     # serving, the LeRobot policy and eval load checkpoints through the framework, never through the trainer's runtime
     ("starvla_twinbrain/serving", ("starvla_twinbrain.runtime", "starvla_twinbrain.cli")),
     ("lerobot_policy_twinbrain", ("starvla_twinbrain.runtime", "starvla_twinbrain.serving", "starvla_twinbrain.cli")),

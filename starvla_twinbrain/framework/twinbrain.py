@@ -181,9 +181,8 @@ class InferenceCompiledDiT:
 class TwinBrain(BaseFramework):
     """Frozen Left Brain + trainable Right Brain (AsyMoT) + flow-matching action head.
 
-    The backbone's modules are registered first under the names users type (parameter names, checkpoint keys and
-    attribute paths stay ``left_brain.*`` ...), then the backbone itself, so ``train()`` reaches its one override;
-    torch lists a shared module once, under its first name, and two hooks keep the backbone's copy out of checkpoints.
+    Owner: the backbone, registered after its modules' own names (``left_brain`` ...), which torch lists them under
+    (parameters, keys unchanged); its ``train()`` is the only override; two hooks keep ``backbone.*`` off checkpoints.
     """
 
     def __init__(self, config, **kwargs):
@@ -213,6 +212,7 @@ class TwinBrain(BaseFramework):
         self.register_load_state_dict_pre_hook(_check_state_path)
         self.register_state_dict_post_hook(_store_variant)
         self.register_load_state_dict_pre_hook(_check_variant)
+        self.register_load_state_dict_post_hook(_accept_backbone_copy)
         self.register_load_state_dict_post_hook(_accept_left_by_reference)
 
     @property
@@ -425,9 +425,13 @@ def _check_variant(module: TwinBrain, state_dict, prefix, *args):
                          f" but this model has {here}: set the same value(s) to load it")
 
 
-def _accept_left_by_reference(module: TwinBrain, incompatible_keys):
-    backbone = getattr(module, "_loaded_with_prefix", "") + BACKBONE_PREFIX  # loaded under their own names
+def _accept_backbone_copy(module: TwinBrain, incompatible_keys):
+    """The backbone's modules load under their own names (``left_brain.*``, ...), never as ``backbone.*``."""
+    backbone = getattr(module, "_loaded_with_prefix", "") + BACKBONE_PREFIX
     incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(backbone)]
+
+
+def _accept_left_by_reference(module: TwinBrain, incompatible_keys):
     if getattr(module, "_loaded_left_by_reference", False):
         left = getattr(module, "_loaded_with_prefix", "") + left_reference.LEFT_PREFIX
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(left)]

@@ -69,7 +69,8 @@ def test_one_owner_per_module(model):
     was_training = model.training
     for mode in (True, False, True):
         model.train(mode)
-        assert not model.left_brain.training and model.right_brain.training == mode and model.action_model.training == mode
+        assert not model.left_brain.training
+        assert model.right_brain.training == mode and model.action_model.training == mode
     model.train(was_training)
     missing, unexpected = model.load_state_dict(model.state_dict(), strict=True)
     assert not missing and not unexpected
