@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from starvla_twinbrain.runtime.checkpoint import load_framework, run_dir_of
+from starvla_twinbrain.framework.pretrained import load_framework, run_dir_of
 from starvla_twinbrain.runtime.trainer import dataset_from_config
 
 

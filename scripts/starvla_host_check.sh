@@ -70,7 +70,7 @@ CKPT="$WORK/starvla_mode/final_model/pytorch_model.pt"
 
 echo "== the starVLA-trained checkpoint in the embedded runtime (.venv, no starVLA)"
 PYTHONPATH= .venv/bin/python -c "
-from starvla_twinbrain.runtime.checkpoint import load_framework
+from starvla_twinbrain.framework.pretrained import load_framework
 m = load_framework('$CKPT'); print('embedded load ok:', type(m.action_model).__name__, list(m.norm_stats))"
 
 SERVERS=()

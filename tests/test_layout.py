@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 HOSTS = ("starVLA", "accelerate", "lerobot", "omegaconf", "deployment")
-MODEL_DIR = Path(__file__).parents[1] / "starvla_twinbrain" / "model"
+ROOT = Path(__file__).parents[1]
+MODEL_DIR = ROOT / "starvla_twinbrain" / "model"
 
 
 def test_model_core_sources_import_no_host():
@@ -44,4 +45,33 @@ def test_test_modules_share_builders_through_factories_not_through_each_other():
                 last = node.module.rsplit(".", 1)[-1]
                 if last.startswith("test_") or last == "conftest":
                     offenders.append(f"{file.relative_to(file.parents[1])}: from {node.module} import ...")
+    assert not offenders, offenders
+
+
+def _imported_modules(file: Path) -> list[str]:
+    """Absolute names of the modules a source file imports (relative imports resolved against its package)."""
+    package = file.relative_to(ROOT).with_suffix("").parts[:-1]
+    names = []
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = ".".join([*base, node.module] if node.module else base)
+            names += [module] + [f"{module}.{a.name}" for a in node.names]
+    return names
+
+
+@pytest.mark.parametrize("sources, forbidden", [
+    # model → framework → hosts: the framework loads and runs a model without any host
+    ("starvla_twinbrain/framework",
+     ("starvla_twinbrain.runtime", "starvla_twinbrain.serving", "starvla_twinbrain.cli")),
+    # serving, the LeRobot policy and eval load checkpoints through the framework, never through the trainer's runtime
+    ("starvla_twinbrain/serving", ("starvla_twinbrain.runtime", "starvla_twinbrain.cli")),
+    ("lerobot_policy_twinbrain", ("starvla_twinbrain.runtime", "starvla_twinbrain.serving", "starvla_twinbrain.cli")),
+    ("eval", ("starvla_twinbrain.runtime.checkpoint", "starvla_twinbrain.runtime.trainer")),
+])
+def test_import_direction(sources, forbidden):
+    offenders = sorted({f"{file.relative_to(ROOT)}: {name}" for file in (ROOT / sources).rglob("*.py")
+                        for name in _imported_modules(file) if name.startswith(forbidden)})
     assert not offenders, offenders

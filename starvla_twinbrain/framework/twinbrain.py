@@ -24,10 +24,10 @@ from torch import nn
 from ..config import BACKBONE_KEYS, TwinBrainConfig, TwinBrainSection, config_select, config_set, yaml_keys
 from ..model.action_head import FlowMatchingActionHead
 from ..model.dual_brain import DualBrainBackbone
-from ..model.state_encoder import stack_states
 from . import left_reference
 from ..host.api import STARVLA_AVAILABLE, BaseFramework, starvla_action_model
 from . import low_memory as low_memory_setup
+from .states import validate_states
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,11 @@ class InferenceCompiledDiT:
 
 
 class TwinBrain(BaseFramework):
-    """Frozen Left Brain + trainable Right Brain (AsyMoT) + flow-matching action head."""
+    """Frozen Left Brain + trainable Right Brain (AsyMoT) + flow-matching action head.
+
+    Owner: the backbone, registered after its modules' own names (``left_brain`` ...), which torch lists them under
+    (parameters, keys unchanged); its ``train()`` is the only override; two hooks keep ``backbone.*`` off checkpoints.
+    """
 
     def __init__(self, config, **kwargs):
         super().__init__()
@@ -188,13 +192,11 @@ class TwinBrain(BaseFramework):
             backbone = DualBrainBackbone(self.twin.backbone, dtype=_load_dtype())
         builder = backbone.prompt_builder
         builder.limit_names = {name: f"framework.twinbrain.{name}" for name in builder.limit_names}
-        # The backbone's modules are registered here, at the top level, under the names users type; the backbone
-        # object (which runs them) is kept unregistered so that nothing is stored twice.
-        object.__setattr__(self, "backbone", backbone)
         self.left_brain = backbone.left_brain
         self.right_brain = backbone.right_brain
         self.state_encoder = backbone.state_encoder
         self.action_queries = backbone.action_queries
+        self.backbone = backbone  # after its modules: they keep the names above; its train() runs after theirs
         self.action_model = build_action_head(config, self.twin, backbone.hidden_size)
         self.compiled_head = InferenceCompiledDiT() if self.twin.options.compile_action_head else None
         self.action_horizon = self.twin.action_model.action_horizon
@@ -203,11 +205,13 @@ class TwinBrain(BaseFramework):
         with yaml_keys(BACKBONE_KEYS):
             low_memory_setup.setup(self)  # framework.twinbrain.right_lora / left_precision (framework/low_memory.py)
         _trainable_in_fp32(self)  # from the start (a bf16 read is exact for bf16 checkpoints); frozen ones as read
+        self.register_state_dict_post_hook(_drop_backbone_copy)
         self.register_state_dict_post_hook(_store_left_by_reference)
         self.register_load_state_dict_pre_hook(_check_left_reference)
         self.register_load_state_dict_pre_hook(_check_state_path)
         self.register_state_dict_post_hook(_store_variant)
         self.register_load_state_dict_pre_hook(_check_variant)
+        self.register_load_state_dict_post_hook(_accept_backbone_copy)
         self.register_load_state_dict_post_hook(_accept_left_by_reference)
 
     @property
@@ -234,11 +238,6 @@ class TwinBrain(BaseFramework):
 
         return left_precision(self.left_brain)
 
-    def train(self, mode: bool = True) -> "TwinBrain":
-        super().train(mode)
-        self.left_brain.train(mode and self.twin.options.left_trainable)  # a frozen Left: no dropout, ever
-        return self
-
     def supports_training_tag(self, tag: str) -> bool:
         return tag == "vla"  # no VLM co-training: the Left Brain keeps the general skills
 
@@ -255,14 +254,7 @@ class TwinBrain(BaseFramework):
             for key in ("image", "lang"):
                 if key not in ex:
                     raise ValueError(f"examples[{b}] has no {key!r}: expected keys 'image' and 'lang'")
-        states = None
-        if self.twin.include_state:
-            missing = [b for b, ex in enumerate(examples) if ex.get("state") is None]
-            if missing:
-                raise ValueError(
-                    f"examples{missing} have no 'state' but datasets.vla_data.include_state is true"
-                )
-            states = [ex["state"] for ex in examples]
+        states = validate_states(examples, self.twin.action_model.state_dim, self.twin.include_state)
         device, dtype = self._device_dtype()
         inputs = self.backbone.prepare(
             [ex["image"] for ex in examples], [ex["lang"] for ex in examples], _robot_types(examples),
@@ -271,7 +263,7 @@ class TwinBrain(BaseFramework):
         out = self.backbone(inputs)
         head_state = None
         if self.twin.head_state_dim is not None:
-            head_state = stack_states(states, self.twin.head_state_dim)[0][:, None].to(device, dtype)  # [B, 1, D]
+            head_state = states[:, None].to(device, dtype)  # [B, 1, D]
         return out, head_state
 
     def _actions(self, examples: Sequence[dict]) -> torch.Tensor:
@@ -357,6 +349,14 @@ def _source(example: dict) -> str:
 # -------------------------------------------------------------------------- checkpoint hooks
 
 
+BACKBONE_PREFIX = "backbone."  # the same modules as left_brain.*, right_brain.*, ...: never stored
+
+
+def _drop_backbone_copy(module: TwinBrain, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + BACKBONE_PREFIX)]:
+        del state_dict[key]
+
+
 def _store_left_by_reference(module: TwinBrain, state_dict, prefix, local_metadata):
     if module.twin.options.left_brain_storage != "reference":
         return
@@ -422,6 +422,12 @@ def _check_variant(module: TwinBrain, state_dict, prefix, *args):
         here = ", ".join(f"{ours[k]!r}" for k in differ)
         raise ValueError(f"the checkpoint was trained with {made}{' (it predates the option)' if tensor is None else ''}"
                          f" but this model has {here}: set the same value(s) to load it")
+
+
+def _accept_backbone_copy(module: TwinBrain, incompatible_keys):
+    """The backbone's modules load under their own names (``left_brain.*``, ...), never as ``backbone.*``."""
+    backbone = getattr(module, "_loaded_with_prefix", "") + BACKBONE_PREFIX
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(backbone)]
 
 
 def _accept_left_by_reference(module: TwinBrain, incompatible_keys):

@@ -9,20 +9,24 @@ import torch
 from torch import nn
 
 
-def stack_states(states: Sequence, state_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample states (``[state_dim]`` or ``[1, state_dim]`` arrays/tensors, or None) → ``float32 [B, state_dim]``
-    (zeros where missing) and ``bool [B]`` (which samples have one). Errors name the example."""
+def stack_states(states: Sequence | torch.Tensor, state_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample states (``[state_dim]`` or ``[1, state_dim]`` arrays/tensors, or None) or a ``[B, state_dim]``
+    tensor → ``float32 [B, state_dim]`` (zeros where missing) and ``bool [B]`` (which samples have one).
+
+    User input is checked where it enters, by the framework (framework/states.py, which names the example); a wrong
+    size here is a programming error."""
+    if isinstance(states, torch.Tensor):
+        if states.ndim != 2 or states.shape[1] != state_dim:
+            raise ValueError(f"states: expected [B, {state_dim}], got {list(states.shape)}")
+        return states.float(), torch.ones(states.shape[0], dtype=torch.bool)
     out = torch.zeros(len(states), state_dim, dtype=torch.float32)
     valid = torch.zeros(len(states), dtype=torch.bool)
     for b, s in enumerate(states):
         if s is None:
             continue
         s = torch.tensor(np.asarray(s, dtype=np.float32))  # a copy: host arrays may be read-only
-        if s.numel() != state_dim or s.ndim > 2 or (s.ndim == 2 and s.shape[0] != 1):
-            raise ValueError(f"examples[{b}]['state']: expected shape [{state_dim}] or [1, {state_dim}] "
-                             f"(state_dim), got {tuple(s.shape)}")
-        if not torch.isfinite(s).all():
-            raise ValueError(f"examples[{b}]['state']: contains NaN or inf")
+        if s.numel() != state_dim:
+            raise ValueError(f"states[{b}]: expected {state_dim} values, got shape {tuple(s.shape)}")
         out[b], valid[b] = s.reshape(state_dim), True
     return out, valid
 

@@ -11,14 +11,13 @@
 A checkpoint is complete once its trainer-state folder exists under its real name: it is written last, under a
 temporary name, and renamed; every other file is also written to a temporary name and renamed, so a killed run
 never leaves a half file under a real name. Each model file gets a ``<file>.sha256`` beside it and each state
-folder a ``sha256sums.txt``; loading checks them, so a file changed or damaged after it was written is refused.
-Nothing is unpickled beyond tensors and plain types (``torch.load(weights_only=True)``): a checkpoint from an
-untrusted run cannot execute code.
+folder a ``sha256sums.txt``; loading checks them (model files: framework/pretrained.py), so a file changed or
+damaged after it was written is refused. Nothing is unpickled beyond tensors and plain types
+(``torch.load(weights_only=True)``): a checkpoint from an untrusted run cannot execute code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,19 +26,14 @@ from pathlib import Path
 
 import torch
 
+# Reading model files is the framework's (serving and eval load without the runtime); the trainer resumes with them.
+from ..framework.pretrained import file_sha256, load_state_dict  # noqa: F401
+
 MODEL_FILE = "steps_{step}_pytorch_model.{ext}"
 STATE_DIR = "steps_{step}_trainer_state"
 PROGRESS_FILE = "progress.json"
 MANIFEST_FILE = "sha256sums.txt"
 _STEP = re.compile(r"^steps_(\d+)_trainer_state$")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -55,17 +49,6 @@ def atomic_save(obj, path: Path) -> None:
     digest = file_sha256(tmp)
     os.replace(tmp, path)
     atomic_write_text(f"{digest}  {path.name}\n", path.with_name(path.name + ".sha256"))
-
-
-def verify_sha256(path: Path) -> None:
-    """Refuse a file whose content no longer matches its ``.sha256`` (files without one are not checked)."""
-    record = path.with_name(path.name + ".sha256")
-    if not record.is_file():
-        return
-    expected, actual = record.read_text().split()[0], file_sha256(path)
-    if expected != actual:
-        raise ValueError(f"checkpoint {path} fails its SHA-256 check (recorded {expected[:16]}…, file has "
-                         f"{actual[:16]}…): it was modified or damaged after it was written")
 
 
 def atomic_write_text(text: str, path: Path) -> None:
@@ -131,21 +114,6 @@ def load_trainer_state(folder: Path) -> dict:
     return state
 
 
-def load_state_dict(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    verify_sha256(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or corrupt file: say which and why
-        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
-
-
 def model_file(run_dir: Path, step: int, save_format: str = "pt") -> Path:
     ext = "safetensors" if save_format == "safetensors" else "pt"
     return run_dir / "checkpoints" / MODEL_FILE.format(step=step, ext=ext)
@@ -196,31 +164,3 @@ def truncate_summary(path: Path, step: int) -> None:
     if path.is_file():
         rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
         atomic_write_text("".join(row + "\n" for row in rows), path)
-
-
-def run_dir_of(checkpoint: str | Path) -> Path:
-    """``<run>/checkpoints/steps_N_...`` or ``<run>/final_model/pytorch_model.pt`` → ``<run>`` (as starVLA)."""
-    return Path(checkpoint).resolve().parent.parent
-
-
-def load_framework(checkpoint: str | Path, **config_overrides):
-    """The embedded host's ``from_pretrained``: rebuild from ``<run>/config.yaml``, load the weights strictly,
-    attach ``norm_stats`` from ``dataset_statistics.json``."""
-    from omegaconf import OmegaConf
-
-    from ..host.api import FRAMEWORK_REGISTRY
-    from ..framework.twinbrain import register
-
-    register()
-    run_dir = run_dir_of(checkpoint)
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: expected a run directory around {checkpoint}")
-    cfg = OmegaConf.load(config_file)
-    for key, value in config_overrides.items():
-        OmegaConf.update(cfg, key, value)
-    model = FRAMEWORK_REGISTRY[cfg.framework.name](cfg)
-    model.load_state_dict(load_state_dict(checkpoint), strict=True)
-    stats_file = run_dir / "dataset_statistics.json"
-    model.norm_stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
-    return model

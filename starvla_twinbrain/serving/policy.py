@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ..config import MAX_EXAMPLES_PER_REQUEST, DataSection, TwinBrainConfig, config_select, obs_image_size
+from ..framework.states import validate_states
 from ..model.prompts import InputTooLarge
 from ..normalization import unnormalize
 
@@ -104,7 +105,7 @@ class ServedPolicy:
                         unnorm_key: str | None = None, compile_head: bool = False,
                         max_batch: int = MAX_EXAMPLES_PER_REQUEST, max_images: int | None = None) -> "ServedPolicy":
         from ..framework.twinbrain import InferenceCompiledDiT
-        from ..runtime.checkpoint import load_framework
+        from ..framework.pretrained import load_framework
 
         target = pick_device(device)
         if bf16 and target.type != "cuda":
@@ -159,16 +160,21 @@ class ServedPolicy:
                 "max_new_tokens": MAX_NEW_TOKENS}
 
     # ------------------------------------------------------------------ checks
-    def _state(self, value: Any, where: str) -> np.ndarray:
-        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-            got = f"{value.dtype} array" if isinstance(value, np.ndarray) else type(value).__name__
-            raise RequestError(f"{where}: expected a float array [1, {self.state_dim}], got {got}")
-        if value.shape not in ((self.state_dim,), (1, self.state_dim)):
-            raise RequestError(f"{where}: expected shape [1, {self.state_dim}] (framework.action_model.state_dim), "
-                               f"got {list(value.shape)}")
-        if not np.isfinite(value).all():
-            raise RequestError(f"{where}: contains NaN or inf")
-        return value.astype(np.float32).reshape(1, self.state_dim)
+    def _states(self, examples: list[dict]) -> list[np.ndarray] | None:
+        """The examples' states as ``float32 [1, state_dim]``: the framework's check (presence, shape, finite), then
+        the wire format's (a float array, in the training normalisation)."""
+        try:
+            states = validate_states(examples, self.state_dim, self.include_state)
+        except ValueError as err:
+            raise RequestError(str(err)) from None
+        if states is None:
+            return None
+        for b, ex in enumerate(examples):
+            value = ex["state"]
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                got = f"{value.dtype} array" if isinstance(value, np.ndarray) else type(value).__name__
+                raise RequestError(f"examples[{b}]['state']: expected a float array [1, {self.state_dim}], got {got}")
+        return [state.numpy().reshape(1, self.state_dim) for state in states]
 
     def default_robot_type(self, unnorm_key: str) -> str | None:
         """The robot type training used for this statistics key: the embedded runtime records the dataset's
@@ -201,12 +207,10 @@ class ServedPolicy:
                     raise RequestError(f"{where}.robot_type: expected a non-empty string of at most "
                                        f"{MAX_ROBOT_TYPE_CHARS} characters, got {got}")
                 item["robot_type"] = robot_type
-            if self.include_state:
-                if ex.get("state") is None:
-                    raise RequestError(f"{where}.state: missing; this policy was trained with state "
-                                       f"(float [1, {self.state_dim}], training normalisation)")
-                item["state"] = self._state(ex["state"], f"{where}.state")
             checked.append(item)
+        states = self._states(examples)
+        for item, state in zip(checked, states or ()):
+            item["state"] = state
         return checked
 
     def _unnorm_key(self, unnorm_key: str | None) -> str:

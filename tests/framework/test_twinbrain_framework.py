@@ -10,8 +10,9 @@ import torch
 from omegaconf import OmegaConf
 
 from starvla_twinbrain.framework import TwinBrain, register
+from starvla_twinbrain.framework.states import validate_states
 from starvla_twinbrain.host.api import FRAMEWORK_REGISTRY, STARVLA_AVAILABLE
-from tests.factories import ACTION_DIM, HORIZON, examples, make_config
+from tests.factories import ACTION_DIM, HORIZON, STATE_DIM, examples, make_config
 
 pytestmark = pytest.mark.skipif(STARVLA_AVAILABLE, reason="stand-in host tests; the real starVLA is checked separately")
 
@@ -52,6 +53,27 @@ def test_submodule_paths(model):
     assert {"left_brain", "right_brain", "state_encoder", "action_model"} <= names
     assert model.qwen_vl_interface is model.right_brain
     assert not any(k.startswith("backbone.") for k in model.state_dict())
+
+
+def test_one_owner_per_module(model):
+    """The backbone is registered (after its modules): parameters keep the names users type, each listed once;
+    attribute paths resolve as starVLA's trainer resolves them; the frozen Left never enters train mode."""
+    assert dict(model.named_children())["backbone"] is model.backbone
+    names = [name for name, _ in model.named_parameters()]
+    assert not any(n.startswith("backbone.") for n in names) and len(names) == len(set(names))
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.backbone.parameters()) + sum(
+        p.numel() for p in model.action_model.parameters())
+    for path in ("left_brain", "right_brain", "right_brain.visual", "state_encoder", "action_model",
+                 "qwen_vl_interface"):
+        assert model.get_submodule(path) is eval("model." + path), path
+    was_training = model.training
+    for mode in (True, False, True):
+        model.train(mode)
+        assert not model.left_brain.training
+        assert model.right_brain.training == mode and model.action_model.training == mode
+    model.train(was_training)
+    missing, unexpected = model.load_state_dict(model.state_dict(), strict=True)
+    assert not missing and not unexpected
 
 
 def stock_config(base_vlm: str):
@@ -263,6 +285,22 @@ def test_missing_state_when_included(model):
     del bad[1]["state"]
     with pytest.raises(ValueError, match=r"examples\[1\] have no 'state' but datasets\.vla_data\.include_state is true"):
         model(bad)
+
+
+@pytest.mark.parametrize("state, pattern", [
+    ([0.0] * (STATE_DIM + 2), rf"examples\[1\]\['state'\]: expected shape \[{STATE_DIM}\].*got \({STATE_DIM + 2},\)"),
+    (np.zeros((2, STATE_DIM)), rf"examples\[1\]\['state'\]: expected shape \[{STATE_DIM}\] or \[1, {STATE_DIM}\].*got \(2, {STATE_DIM}\)"),
+    ([float("nan")] * STATE_DIM, r"examples\[1\]\['state'\]: contains NaN or inf"),
+    ("up", r"examples\[1\]\['state'\]: expected numbers"),
+])
+def test_bad_state_names_the_example(model, state, pattern):
+    """The state is checked once, where examples enter the framework (training and inference alike)."""
+    bad = examples(n=2, with_action=False)
+    bad[1]["state"] = state
+    with pytest.raises(ValueError, match=pattern):
+        model.predict_action(bad)
+    with pytest.raises(ValueError, match=pattern):
+        validate_states(bad, STATE_DIM, include_state=True)
 
 
 # -------------------------------------------------------------------------- precision policy

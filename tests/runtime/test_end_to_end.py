@@ -58,7 +58,7 @@ def test_cli_trains_on_a_lerobot_dataset(workdir, monkeypatch):
     norm = next(iter(stats.values()))
     assert {"action", "state"} <= set(norm) and len(norm["action"]["q01"]) == 7
 
-    from starvla_twinbrain.runtime.checkpoint import load_framework
+    from starvla_twinbrain.framework.pretrained import load_framework
     from starvla_twinbrain.runtime.trainer import dataset_from_config
 
     monkeypatch.chdir(workdir)  # config.yaml keeps base_vlm as given (relative to where training ran), as starVLA

@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from starvla_twinbrain.framework.pretrained import load_framework
 from starvla_twinbrain.host.api import STARVLA_AVAILABLE
 from starvla_twinbrain.model.qwen_compat import load_vlm
 from starvla_twinbrain.runtime import checkpoint as ckpt
@@ -29,11 +30,11 @@ def test_loss_halves_and_left_stays_the_base(qwen25, tmp_path):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
-    model = ckpt.load_framework(run / "final_model" / "pytorch_model.pt")
+    model = load_framework(run / "final_model" / "pytorch_model.pt")
     stock = load_vlm(qwen25, "qwen2_5_vl", "sdpa")
     for (name, a), b in zip(model.left_brain.named_parameters(), stock.parameters()):
         assert torch.equal(a, b), name
-    reloaded = ckpt.load_framework(run / "final_model" / "pytorch_model.pt")
+    reloaded = load_framework(run / "final_model" / "pytorch_model.pt")
     model.eval(), reloaded.eval()
     torch.manual_seed(0)
     first_call = model.predict_action(learnable_examples(4))["normalized_actions"]
