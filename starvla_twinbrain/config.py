@@ -220,7 +220,7 @@ def load_section(kind, raw, key: str, what: str = "a TwinBrain option"):
     schema (unknown keys and bad choices refused), a strict type check first (OmegaConf would turn ``"10"`` into 10),
     then the dataclass's own checks; every error names ``key.<field>``."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     raw = config_to_dict(raw)
     if raw is None:
@@ -229,15 +229,31 @@ def load_section(kind, raw, key: str, what: str = "a TwinBrain option"):
         raise ValueError(f"{key}={raw!r}: expected a mapping")
     _check_types(kind, raw, key, what)
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(kind), raw))
+        merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(kind), raw), resolve=True)
+        return _instantiate(kind, merged, key)
     except OptionError as err:
         raise err.under(f"{key}.{err.field}") from None
-    except MissingMandatoryValue as err:
-        raise ValueError(f"{key}.{err.full_key} is missing") from None
     except ConfigKeyError as err:  # _check_types has named unknown keys; this is a safety net
         raise ValueError(f"{key}.{err.full_key} is not {what}") from None
     except OmegaConfBaseException as err:
         raise ValueError(f"{key}.{err.full_key}={_lookup(raw, err.full_key)!r}: {str(err).splitlines()[0]}") from None
+
+
+def _instantiate(kind, data: dict, key: str):
+    """The (nested) dataclass from OmegaConf's merged, validated container. (Not ``OmegaConf.to_object``: starVLA's
+    trainer replaces ``OmegaConf.to_container`` with a version that lacks the arguments to_object passes.)"""
+    hints = typing.get_type_hints(kind)
+    values = {}
+    for name, value in data.items():
+        if value == MISSING:
+            raise ValueError(f"{key}.{name} is missing")
+        expected = _unwrap_optional(hints[name])
+        if is_dataclass(expected) and isinstance(value, dict):
+            value = _instantiate(expected, value, f"{key}.{name}")
+        elif typing.get_origin(expected) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return kind(**values)
 
 
 def _lookup(raw: dict, dotted: str):
@@ -338,9 +354,7 @@ class TwinBrainConfig:
         the head's state size filled in."""
         section = _without_unset(asdict(self.action_model))
         section["diffusion_model_cfg"]["cross_attention_dim"] = cross_attention_dim
-        section.pop("state_dim", None)
-        if self.head_state_dim is not None:
-            section["state_dim"] = self.head_state_dim
+        section["state_dim"] = self.head_state_dim  # None: no state encoder in the head (starVLA's reads the key)
         return section
 
     def head_config(self, cross_attention_dim: int) -> ActionHeadConfig:

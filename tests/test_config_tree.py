@@ -150,7 +150,7 @@ def test_a_stock_starvla_yaml_builds_and_its_host_only_keys_are_warned_once(capl
     assert twin.action_model.action_horizon == 16 and twin.action_model.future_action_window_size == 15
     assert twin.qwenvl.attn_implementation == "flash_attention_2" and twin.state_dim is None
     section = twin.head_section(cross_attention_dim=2048)
-    assert "state_dim" not in section and section["diffusion_model_cfg"]["cross_attention_dim"] == 2048
+    assert section["state_dim"] is None and section["diffusion_model_cfg"]["cross_attention_dim"] == 2048
     assert "num_attention_heads" not in section["diffusion_model_cfg"]  # unset: starVLA's DiT takes the type's
     tree._WARNED.clear()
     with caplog.at_level(logging.WARNING):
