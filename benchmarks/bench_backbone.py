@@ -124,7 +124,9 @@ def _timing_worker(vlm_path: str, repeats: int) -> dict:
 
 def _run_worker(script: str, *args: str) -> dict:
     """``python script --worker ARGS`` in a fresh process; its last stdout line is the JSON result."""
-    out = subprocess.run([sys.executable, script, "--worker", *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, script, "--worker", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {' '.join(args[:1])} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

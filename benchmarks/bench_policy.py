@@ -111,12 +111,12 @@ class QwenGR00TReplica(nn.Module):
         from starvla_twinbrain.model.qwen_compat import load_vlm, text_hidden_size
 
         twin = TwinBrainConfig.from_omegaconf(cfg)
-        vlm = twin.backbone.base_vlm
+        vlm = twin.qwenvl.base_vlm
         self.qwen_vl_interface = load_vlm(vlm, family_of(vlm), "sdpa")
         self.processor = load_processor(vlm)
         head_twin = dataclasses.replace(twin, options=dataclasses.replace(twin.options, state_into="head"))
         self.action_model = build_action_head(cfg, head_twin, text_hidden_size(self.qwen_vl_interface))
-        self.repeats = int(twin.action_model["repeated_diffusion_steps"])
+        self.repeats = twin.action_model.repeated_diffusion_steps
 
     def _stack(self, examples, key: str) -> torch.Tensor:
         weight = next(self.action_model.parameters())
