@@ -226,6 +226,7 @@ def test_lora_and_int8_config_round_trips(tiny_vlm):
     assert again.config.trainer.freeze_modules.split(",").count("right_brain_frozen_base") == 1
 
 
+@pytest.mark.slow  # an end-to-end run: the full suite has it, the fast tier stays under 3 minutes
 def test_embedded_trainer_lora_int8_run_serves_identical_actions(tiny_vlm, tmp_path):
     """The embedded runtime trains a LoRA + int8-Left run; `starvla serve`'s loader (ServedPolicy.from_checkpoint)
     serves the adapters unmerged and gives the actions of the trained model; resume state loads too."""

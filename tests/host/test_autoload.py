@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts fresh Python processes (~6 s each): full suite only
+
 ROOT = Path(__file__).parents[2]
 
 STAND_IN = {

@@ -122,6 +122,7 @@ def test_euler_sampling_matches_explicit_steps():
     torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow  # an end-to-end run: the full suite has it, the fast tier stays under 3 minutes
 def test_head_learns_a_conditional_mapping():
     # Actions are a fixed function of the condition: a few hundred steps fit it, and sampling recovers it.
     head = make_head(num_layers=1, hidden_size=64, output_dim=64).train()

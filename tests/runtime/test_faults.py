@@ -170,6 +170,7 @@ def test_trainer_state_with_a_pickled_callable_is_refused(vlm, reference, tmp_pa
     assert not marker.exists(), "unpickling the trainer state ran code"
 
 
+@pytest.mark.slow  # an end-to-end run: the full suite has it, the fast tier stays under 3 minutes
 def test_training_is_reproducible_step_for_step(vlm, reference, tmp_path):
     again = run_training(vlm, tmp_path, "again")
     result, weights = reference

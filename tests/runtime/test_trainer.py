@@ -42,6 +42,7 @@ def test_loss_halves_and_left_stays_the_base(qwen25, tmp_path):
     np.testing.assert_array_equal(first_call, reloaded.predict_action(learnable_examples(4))["normalized_actions"])
 
 
+@pytest.mark.slow  # an end-to-end run: the full suite has it, the fast tier stays under 3 minutes
 def test_resume_reaches_the_same_state(qwen25, tmp_path):
     data = learnable_examples(12)
     common = dict(max_train_steps=6, save_interval=3, num_warmup_steps=1)
