@@ -17,6 +17,7 @@ does not implement are warned about once, by name.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import typing
@@ -412,26 +413,16 @@ HEAD_KEYS = {**{f.name: f"framework.action_model.diffusion_model_cfg.{f.name}" f
              "": "framework.action_model"}
 
 
-class yaml_keys:
+@contextlib.contextmanager
+def yaml_keys(keys: dict):
     """``with yaml_keys(KEYS): build(...)``: an :class:`OptionError` from the model core is re-raised under its
     YAML key: ``KEYS[field]``, else ``KEYS[""] + "." + field``."""
-
-    def __init__(self, keys: dict):
-        self.keys = keys
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if isinstance(err, (OptionError, MissingPackage)):
-            head = err.field.split(".")[0]
-            key = self.keys.get(head)
-            if key is not None:
-                key += err.field[len(head):]
-            else:
-                key = f"{self.keys['']}.{err.field}"
-            raise err.under(key) from None
-        return False
+    try:
+        yield
+    except (OptionError, MissingPackage) as err:
+        head = err.field.split(".")[0]
+        key = keys[head] + err.field[len(head):] if head in keys else f"{keys['']}.{err.field}"
+        raise err.under(key) from None
 
 
 def _without_unset(section: dict) -> dict:

@@ -233,12 +233,8 @@ class ActionHeadConfig:
     def __post_init__(self):
         for key in ("action_dim", "action_horizon", "cross_attention_dim", "hidden_size", "num_layers", "output_dim",
                     "num_timestep_buckets", "num_inference_timesteps", "num_target_vision_tokens", "max_seq_len"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise OptionError(key, f"={value!r}: expected a positive integer")
-        if self.action_model_type not in DIT_SIZES:
-            raise OptionError("action_model_type", f"={self.action_model_type!r}: expected one of "
-                             f"{' | '.join(DIT_SIZES)}")
+            check_positive_int(key, getattr(self, key))
+        check_choice("action_model_type", self.action_model_type, DIT_SIZES)
         width, heads, head_dim = self.size
         if heads * head_dim != width:
             raise OptionError(
@@ -248,8 +244,7 @@ class ActionHeadConfig:
             raise OptionError("norm_type", f"={self.norm_type!r}: expected ada_norm")
         if self.positional_embeddings not in (None, "sinusoidal"):
             raise OptionError("positional_embeddings", f"={self.positional_embeddings!r}: expected null or sinusoidal")
-        if self.time_distribution not in ("beta", "uniform"):
-            raise OptionError("time_distribution", f"={self.time_distribution!r}: expected beta | uniform")
+        check_choice("time_distribution", self.time_distribution, ("beta", "uniform"))
         if self.add_pos_embed and self.action_horizon > self.max_seq_len:
             raise OptionError("action_horizon", f"={self.action_horizon} exceeds max_seq_len={self.max_seq_len}")
 
